@@ -1,0 +1,196 @@
+"""The ``liveblog`` console script: serve, worker, demo, token create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+from liveblog import __version__
+from liveblog.config import Settings
+from liveblog.embedded import EmbeddedRedis, EmbeddedRedisError
+
+
+def say(message: str) -> None:
+    print(f"liveblog: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The configured Redis, or the embedded one (started here and stopped on exit)."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = EmbeddedRedis(settings.data_dir)
+    say(f"LIVEBLOG_REDIS_URL is unset: starting the embedded Redis server in {server.data_dir}")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        if server.process is not None:
+            say("stopping the embedded Redis server (data kept in its append-only file)")
+        server.stop()
+
+
+async def _with_store(url: str, public_url: str, work):  # type: ignore[no-untyped-def]
+    from liveblog.redisconn import pool_client
+    from liveblog.store import Store
+    from liveblog.tokens import Tokens
+
+    redis = pool_client(url, max_connections=4)
+    try:
+        return await work(Store(redis, public_url=public_url), Tokens(redis))
+    finally:
+        await redis.aclose()
+
+
+def _public_url(settings: Settings, host: str, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def _run_server(url: str, args: argparse.Namespace, public_url: str) -> int:
+    import uvicorn
+
+    os.environ["LIVEBLOG_REDIS_URL"] = url
+    os.environ["LIVEBLOG_PUBLIC_URL"] = public_url
+    os.environ["LIVEBLOG_DISPATCHER"] = "0" if args.no_dispatcher else "1"
+    uvicorn.run(
+        "liveblog.webapp.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=5,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    public_url = _public_url(settings, args.host, args.port)
+    with redis_url(settings) as url:
+        say(f"serving on http://{args.host}:{args.port} ({args.workers} worker(s), "
+            f"dispatcher {'off' if args.no_dispatcher else 'on'})")
+        return _run_server(url, args, public_url)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liveblog.seed import load_demo
+
+    settings = Settings.from_env()
+    public_url = _public_url(settings, args.host, args.port)
+
+    async def prepare(store, tokens):  # type: ignore[no-untyped-def]
+        slug, created = await load_demo(store)
+        token = await tokens.create("demo editor", "editor")
+        return slug, created, token
+
+    with redis_url(settings) as url:
+        slug, created, token = asyncio.run(_with_store(url, public_url, prepare))
+        say("demo blog loaded from seeds/" if created else "demo blog already loaded; left as it is")
+        print(f"\n  Live page:     {public_url}/blogs/{slug}")
+        print(f"  Editor page:   {public_url}/editor/{slug}")
+        print(f"  Editor token:  {token}")
+        print("\n  Post an update:")
+        print(f"    curl -X POST {public_url}/api/blogs/{slug}/entries -H 'Authorization: Bearer {token}' \\")
+        print("         -H 'Content-Type: application/json' -d '{\"body\": \"aggiornamento\"}'\n", flush=True)
+        return _run_server(url, args, public_url)
+
+
+def cmd_worker(_args: argparse.Namespace) -> int:
+    from liveblog.webhooks.dispatcher import Dispatcher
+
+    settings = Settings.from_env()
+
+    async def run(url: str) -> None:
+        dispatcher = Dispatcher(Settings.from_env({**os.environ, "LIVEBLOG_REDIS_URL": url}),
+                                public_url=settings.public_url or "http://127.0.0.1:8000")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await dispatcher.start()
+        say("webhook dispatcher running; Ctrl-C to stop")
+        await stop.wait()
+        say("stopping: finishing deliveries in flight")
+        await dispatcher.stop()
+
+    with redis_url(settings) as url:
+        asyncio.run(run(url))
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+
+    async def create(_store, tokens):  # type: ignore[no-untyped-def]
+        return await tokens.create(args.name, args.role)
+
+    with redis_url(settings) as url:
+        try:
+            token = asyncio.run(_with_store(url, settings.public_url or "", create))
+        except ValueError as exc:
+            say(str(exc))
+            return 2
+    say(f"created {args.role} token '{args.name}'; it is shown only once:")
+    print(token)
+    return 0
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="web worker processes (default 1)")
+    parser.add_argument("--no-dispatcher", action="store_true", help="do not run the webhook dispatcher here")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liveblog", description="Live-blog feed publisher.")
+    parser.add_argument("--version", action="version", version=f"liveblog {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the web service (and the webhook dispatcher)")
+    _server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = commands.add_parser("demo", help="load the demo live blog from seeds/ and serve it")
+    _server_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    worker = commands.add_parser("worker", help="run the webhook dispatcher alone")
+    worker.set_defaults(func=cmd_worker)
+
+    token = commands.add_parser("token", help="manage bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="print a new bearer token")
+    create.add_argument("--name", required=True, help="who or what the token is for")
+    create.add_argument("--role", default="editor", choices=["editor", "admin"])
+    create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (EmbeddedRedisError, ValueError) as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130

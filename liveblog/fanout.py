@@ -1,0 +1,187 @@
+"""Fan-out: one Redis reader per process, shared by every SSE client of that process.
+
+The reader runs a single ``XREAD BLOCK`` over the streams of all blogs that have at least one local
+reader, on its own connection. Each change is encoded to SSE bytes once and offered to every local
+subscriber's bounded buffer; a subscriber whose buffer is full is cut off (it resumes with
+``Last-Event-ID``), so a slow reader never slows the others or the reader loop.
+
+A change in the set of streams (a blog's first local reader) interrupts the blocking read by adding
+an item to this process's wake-up stream, which the read always includes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import deque
+
+from liveblog import keys, metrics, streamids
+from liveblog.redisconn import blocking_client, pool_client
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 15_000
+READ_COUNT = 1_000
+
+
+def encode_event(sid: str, event_type: str, data: str) -> bytes:
+    """One SSE frame. ``data`` is single-line JSON (orjson never writes a newline)."""
+    return f"id: {sid}\nevent: {event_type}\ndata: {data}\n\n".encode()
+
+
+HEARTBEAT = b": keep-alive\n\n"
+
+
+class Subscriber:
+    """One SSE client: a bounded buffer of encoded frames and a way to wake its sender."""
+
+    __slots__ = ("_waiter", "buffer", "limit", "overflowed", "slug")
+
+    def __init__(self, slug: str, limit: int) -> None:
+        self.slug = slug
+        self.limit = limit
+        self.buffer: deque[tuple[streamids.StreamId | None, bytes]] = deque()
+        self.overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def offer(self, sid: streamids.StreamId | None, frame: bytes) -> None:
+        if self.overflowed:
+            return
+        if len(self.buffer) >= self.limit:
+            self.overflowed = True
+            metrics.SSE_CUT_OFF.inc()
+        else:
+            self.buffer.append((sid, frame))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return when there is something to send (or the subscriber was cut off)."""
+        if self.buffer or self.overflowed:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class Hub:
+    """The process-wide reader and registry of local SSE subscribers."""
+
+    def __init__(self, redis_url: str, *, buffer: int = 256, heartbeat: float = 15.0) -> None:
+        self.redis_url = redis_url
+        self.buffer = buffer
+        self.heartbeat = heartbeat
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.cursors: dict[str, str] = {}
+        self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake_cursor = "0-0"
+        self._wake_pending = False
+        self._pool = pool_client(redis_url, max_connections=10)
+        self._reader = blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + 10)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._read_loop(), name="fanout-reader"),
+                       asyncio.create_task(self._heartbeat_loop(), name="fanout-heartbeat")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self._pool.delete(self.wake_key)
+        except Exception:  # Redis may be gone at shutdown; the key expires anyway.
+            pass
+        await self._reader.aclose()
+        await self._pool.aclose()
+
+    @property
+    def client_count(self) -> int:
+        return sum(len(subs) for subs in self.subscribers.values())
+
+    async def subscribe(self, slug: str) -> Subscriber:
+        """Register a client. Every change after this call returns reaches its buffer.
+
+        A blog new to this process starts its cursor at the stream's newest ID, read after the
+        client is registered; the client's own catch-up (``XRANGE`` after its Last-Event-ID, done
+        after this) covers everything up to there, so there is no gap between the two.
+        """
+        sub = Subscriber(slug, self.buffer)
+        self.subscribers.setdefault(slug, set()).add(sub)
+        metrics.SSE_CLIENTS.inc()
+        if slug not in self.cursors:
+            newest = await self._pool.xrevrange(keys.stream(slug), count=1)
+            self.cursors.setdefault(slug, newest[0][0] if newest else "0-0")
+            await self._wake()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self.subscribers.get(sub.slug)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            metrics.SSE_CLIENTS.dec()
+            if not subs:
+                del self.subscribers[sub.slug]
+
+    async def _wake(self) -> None:
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            await self._pool.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+            await self._pool.expire(self.wake_key, 3600)
+        finally:
+            self._wake_pending = False
+
+    def _dispatch(self, slug: str, items: list[tuple[str, dict[str, str]]]) -> None:
+        subs = self.subscribers.get(slug)
+        for sid, fields in items:
+            self.cursors[slug] = sid
+            if not subs:
+                continue
+            frame = encode_event(sid, fields.get("type", "message"), fields.get("data", "{}"))
+            parsed = streamids.parse(sid)
+            for sub in tuple(subs):
+                sub.offer(parsed, frame)
+            metrics.SSE_EVENTS_SENT.inc(len(subs))
+
+    async def _read_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            # Blogs nobody here reads any more are dropped from the read.
+            for slug in [s for s in self.cursors if s not in self.subscribers]:
+                del self.cursors[slug]
+            streams = {keys.stream(slug): cursor for slug, cursor in self.cursors.items()}
+            streams[self.wake_key] = self._wake_cursor
+            try:
+                response = await self._reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection refused/reset, Redis restarting, loading...
+                self.connected.clear()
+                log.warning("fan-out reader: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.connected.set()
+            backoff = 0.1
+            for stream_key, items in response or ():
+                if stream_key == self.wake_key:
+                    self._wake_cursor = items[-1][0]
+                else:
+                    self._dispatch(keys.slug_of_stream(stream_key), items)
+
+    async def _heartbeat_loop(self) -> None:
+        """A comment to every client at a fixed interval, encoded once, to keep proxies open."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            for subs in tuple(self.subscribers.values()):
+                for sub in tuple(subs):
+                    sub.offer(None, HEARTBEAT)

@@ -1,0 +1,49 @@
+"""Redis key names.
+
+Every key of one blog carries the hash tag ``{slug}`` so that, on Redis Cluster, a blog's keys live
+on one shard and the Lua scripts that touch several of them at once stay legal.
+"""
+
+from __future__ import annotations
+
+BLOGS = "lb:blogs"  # sorted set: slug -> creation time (ms)
+TOKENS = "lb:tokens"  # hash: sha256(token) -> JSON {name, role, created_at}
+
+
+def blog(slug: str) -> str:
+    """Hash: the blog's current state as one JSON field ``doc``."""
+    return f"lb:{{{slug}}}:blog"
+
+
+def entries(slug: str) -> str:
+    """Hash: entry id -> the entry's current state (JSON)."""
+    return f"lb:{{{slug}}}:entries"
+
+
+def order(slug: str) -> str:
+    """Sorted set: entry id scored by publication time (ms), for newest-first pages."""
+    return f"lb:{{{slug}}}:order"
+
+
+def stream(slug: str) -> str:
+    """Stream: the blog's change log, one item per change (fields ``type`` and ``data``)."""
+    return f"lb:{{{slug}}}:stream"
+
+
+def trimmed(slug: str) -> str:
+    """String: the highest stream ID trimmed away; resuming from before it needs a reset."""
+    return f"lb:{{{slug}}}:trimmed"
+
+
+def seq(slug: str) -> str:
+    """Counter for entry ids."""
+    return f"lb:{{{slug}}}:seq"
+
+
+def idempotency(slug: str, key: str) -> str:
+    return f"lb:{{{slug}}}:idem:{key}"
+
+
+def slug_of_stream(stream_key: str) -> str:
+    """Inverse of :func:`stream`."""
+    return stream_key[len("lb:{") : -len("}:stream")]

@@ -1,0 +1,398 @@
+"""The store: blogs and entries in Redis, every change written atomically with its event.
+
+Each write is one Lua script call that (1) checks the record's current state (compare-and-set),
+(2) writes the new current state, (3) appends the change to the blog's stream and (4) trims the
+stream. A reader can therefore never see an entry's state without its event, or the reverse.
+Trimming the stream loses only history: the current state lives in the ``entries`` hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from liveblog import keys, timefmt
+from liveblog.render import plain_text, render_body
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
+STATUSES = ("live", "ended")
+LANGUAGES = ("it", "en")
+
+# KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key
+# ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
+#       4 order score ("" = no ordering), 5 event type, 6 event data, 7 stream cap,
+#       8 idempotency TTL ("0" = none), 9 idempotency value
+_COMMIT = """
+if ARGV[8] ~= '0' then
+  local prior = redis.call('GET', KEYS[5])
+  if prior then return {'dup', prior} end
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  if cur then return {'exists', cur} end
+elseif ARGV[2] ~= '*' then
+  if cur ~= ARGV[2] then return {'conflict', cur or ''} end
+end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
+end
+local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', ARGV[6])
+local cap = tonumber(ARGV[7])
+local len = redis.call('XLEN', KEYS[3])
+if len > cap + math.max(1, math.floor(cap / 10)) then
+  local old = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', len - cap + 1)
+  redis.call('SET', KEYS[4], old[#old - 1][1])
+  redis.call('XTRIM', KEYS[3], 'MINID', old[#old][1])
+end
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[8]) end
+return {'ok', sid}
+"""
+
+
+class StoreError(Exception):
+    """Base of the errors the API turns into problem+json responses."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ValidationError(StoreError):
+    status = 422
+    title = "Invalid input"
+
+
+class NotFound(StoreError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(StoreError):
+    status = 409
+    title = "Conflict"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One item of a blog's change log, as read back from the stream."""
+
+    id: str
+    type: str
+    data: str  # JSON, exactly as written: encoded once, sent as is
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _text(fields: dict[str, Any], name: str, *, required: bool = False, plain: bool = True) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(f"'{name}' is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' must be a string")
+    if len(value) > LIMITS[name]:
+        raise ValidationError(f"'{name}' is longer than {LIMITS[name]} characters")
+    cleaned = plain_text(value) if plain else value.strip()
+    if required and not cleaned:
+        raise ValidationError(f"'{name}' must not be empty")
+    return cleaned or None
+
+
+def _flag(fields: dict[str, Any], name: str) -> bool | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValidationError(f"'{name}' must be true or false")
+    return value
+
+
+def _reject_unknown(fields: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
+
+
+class Store:
+    """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
+
+    def __init__(self, redis: aioredis.Redis, *, public_url: str, stream_maxlen: int = 10_000,
+                 idempotency_ttl: int = 24 * 3600) -> None:
+        self.redis = redis
+        self.public_url = public_url.rstrip("/")
+        self.stream_maxlen = stream_maxlen
+        self.idempotency_ttl = idempotency_ttl
+        self._commit = redis.register_script(_COMMIT)
+
+    # ---- low level -------------------------------------------------------------------------
+
+    async def _write(self, slug: str, *, field: str, expected: str, state: str, score: str, event: str,
+                     data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "") -> list[str]:
+        result = await self._commit(
+            keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
+                  keys.idempotency(slug, idem_key or "-")],
+            args=[field, expected, state, score, event, data, self.stream_maxlen,
+                  self.idempotency_ttl if idem_key else 0, idem_value],
+        )
+        return [str(part) for part in result]
+
+    # ---- blogs -----------------------------------------------------------------------------
+
+    def blog_urls(self, slug: str) -> dict[str, str]:
+        base = f"{self.public_url}/blogs/{slug}"
+        return {
+            "page": base,
+            "events": f"{base}/events",
+            "atom": f"{base}/feed.atom",
+            "json_feed": f"{base}/feed.json",
+            "embed": f"{base}/embed",
+            "api": f"{self.public_url}/api/blogs/{slug}",
+        }
+
+    def _present_blog(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "urls": self.blog_urls(doc["slug"])}
+
+    async def create_blog(self, fields: dict[str, Any], *, related: list[dict[str, str]] | None = None
+                          ) -> dict[str, Any]:
+        """Create a blog. ``related`` (links to related articles) is set by importers, not the API."""
+        _reject_unknown(fields, {"slug", "title", "description", "language", "timezone"})
+        slug = fields.get("slug")
+        if not isinstance(slug, str) or not SLUG_RE.match(slug):
+            raise ValidationError("'slug' must be 1-64 lowercase letters, digits and inner hyphens")
+        language = fields.get("language") or "it"
+        if language not in LANGUAGES:
+            raise ValidationError(f"'language' must be one of {', '.join(LANGUAGES)}")
+        tz = fields.get("timezone") or "Europe/Rome"
+        if not isinstance(tz, str) or not timefmt.valid_timezone(tz):
+            raise ValidationError("'timezone' must be an IANA time zone such as Europe/Rome")
+        stamp = timefmt.rfc3339(timefmt.now())
+        doc = {
+            "slug": slug,
+            "title": _text(fields, "title", required=True),
+            "description": _text(fields, "description"),
+            "status": "live",
+            "language": language,
+            "timezone": tz,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "coverage_start": stamp,
+            "coverage_end": None,
+            "related": related or [],
+        }
+        state = dumps(doc)
+        result = await self._write(slug, field="doc", expected="", state=state, score="", event="blog.updated",
+                                   data=dumps(self._present_blog(doc)), hash_key=keys.blog(slug))
+        # The index is global (another cluster slot), so it is written after the blog itself and
+        # again on a conflicting retry: a crash in between never leaves a blog unlisted for good.
+        await self.redis.zadd(keys.BLOGS, {slug: int(timefmt.now().timestamp() * 1000)}, nx=True)
+        if result[0] == "exists":
+            raise Conflict(f"a blog with slug '{slug}' already exists")
+        return self._present_blog(doc)
+
+    async def _blog_doc(self, slug: str) -> tuple[str, dict[str, Any]]:
+        raw = await self.redis.hget(keys.blog(slug), "doc")
+        if raw is None:
+            raise NotFound(f"no blog '{slug}'")
+        return raw, orjson.loads(raw)
+
+    async def get_blog(self, slug: str) -> dict[str, Any]:
+        if not SLUG_RE.match(slug):
+            raise NotFound(f"no blog '{slug}'")
+        return self._present_blog((await self._blog_doc(slug))[1])
+
+    async def list_blogs(self) -> list[dict[str, Any]]:
+        slugs = await self.redis.zrange(keys.BLOGS, 0, -1)
+        docs = []
+        for slug in slugs:
+            raw = await self.redis.hget(keys.blog(slug), "doc")
+            if raw is not None:
+                docs.append(self._present_blog(orjson.loads(raw)))
+        return docs
+
+    async def blog_slugs(self) -> list[str]:
+        return list(await self.redis.zrange(keys.BLOGS, 0, -1))
+
+    async def update_blog(self, slug: str, fields: dict[str, Any]) -> dict[str, Any]:
+        _reject_unknown(fields, {"title", "description", "status"})
+        status = fields.get("status")
+        if status is not None and status not in STATUSES:
+            raise ValidationError("'status' must be 'live' or 'ended'")
+        title = _text(fields, "title")
+        if "title" in fields and not title:
+            raise ValidationError("'title' must not be empty")
+        description = _text(fields, "description")
+        for _ in range(10):
+            raw, doc = await self._blog_doc(slug)
+            stamp = timefmt.rfc3339(timefmt.now())
+            if title:
+                doc["title"] = title
+            if "description" in fields:
+                doc["description"] = description
+            if status and status != doc["status"]:
+                doc["status"] = status
+                doc["coverage_end"] = stamp if status == "ended" else None
+            doc["updated_at"] = stamp
+            result = await self._write(slug, field="doc", expected=raw, state=dumps(doc), score="",
+                                       event="blog.updated", data=dumps(self._present_blog(doc)),
+                                       hash_key=keys.blog(slug))
+            if result[0] == "ok":
+                return self._present_blog(doc)
+        raise Conflict("the blog is being changed by someone else; try again")
+
+    # ---- entries ---------------------------------------------------------------------------
+
+    def _entry_url(self, slug: str, entry_id: str) -> str:
+        return f"{self.public_url}/blogs/{slug}#aggiornamento-{entry_id}"
+
+    @staticmethod
+    def _labels(entry: dict[str, Any], tz: str) -> None:
+        published = timefmt.parse_rfc3339(entry["published_at"])
+        updated = timefmt.parse_rfc3339(entry["updated_at"])
+        entry["time_label"] = timefmt.time_label(published, tz)
+        entry["updated_label"] = timefmt.time_label(updated, tz) if entry["version"] > 1 else None
+
+    async def create_entry(self, slug: str, fields: dict[str, Any], *, idempotency_key: str | None = None,
+                           published_at: datetime | None = None) -> tuple[dict[str, Any], bool]:
+        """Create an entry; returns (entry, created). A replayed idempotency key returns the original."""
+        _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
+        _, blog = await self._blog_doc(slug)
+        body = _text(fields, "body", required=True, plain=False)
+        fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        moment = published_at or timefmt.now()
+        entry_id = str(await self.redis.incr(keys.seq(slug)))
+        stamp = timefmt.rfc3339(moment)
+        entry: dict[str, Any] = {
+            "id": entry_id,
+            "blog": slug,
+            "title": _text(fields, "title"),
+            "body_html": render_body(body or ""),
+            "author": _text(fields, "author"),
+            "published_at": stamp,
+            "updated_at": stamp,
+            "key_event": bool(_flag(fields, "key_event")),
+            "pinned": bool(_flag(fields, "pinned")),
+            "version": 1,
+            "url": self._entry_url(slug, entry_id),
+        }
+        self._labels(entry, blog["timezone"])
+        state = dumps(entry)
+        result = await self._write(
+            slug, field=entry_id, expected="", state=state, score=str(int(moment.timestamp() * 1000)),
+            event="entry.created", data=state, hash_key=keys.entries(slug),
+            idem_key=idempotency_key, idem_value=f"{entry_id}:{fingerprint}",
+        )
+        if result[0] == "dup":
+            prior_id, _, prior_fingerprint = result[1].partition(":")
+            if prior_fingerprint != fingerprint:
+                raise ValidationError("this Idempotency-Key was already used with a different request body")
+            return await self.get_entry(slug, prior_id), False
+        return entry, True
+
+    async def get_entry(self, slug: str, entry_id: str) -> dict[str, Any]:
+        raw = await self.redis.hget(keys.entries(slug), entry_id)
+        if raw is None:
+            await self._blog_doc(slug)
+            raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
+        return orjson.loads(raw)
+
+    async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
+        if not fields:
+            raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
+        _, blog = await self._blog_doc(slug)
+        body = _text(fields, "body", plain=False)
+        if "body" in fields and not body:
+            raise ValidationError("'body' must not be empty")
+        changes: dict[str, Any] = {}
+        if body:
+            changes["body_html"] = render_body(body)
+        for name in ("title", "author"):
+            if name in fields:
+                changes[name] = _text(fields, name)
+        for name in ("key_event", "pinned"):
+            if name in fields:
+                changes[name] = _flag(fields, name)
+        for _ in range(10):
+            raw = await self.redis.hget(keys.entries(slug), entry_id)
+            if raw is None:
+                raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
+            entry = {**orjson.loads(raw), **changes}
+            entry["version"] += 1
+            entry["updated_at"] = timefmt.rfc3339(timefmt.now())
+            self._labels(entry, blog["timezone"])
+            state = dumps(entry)
+            result = await self._write(slug, field=entry_id, expected=raw, state=state, score="",
+                                       event="entry.updated", data=state, hash_key=keys.entries(slug))
+            if result[0] == "ok":
+                return entry
+        raise Conflict("the entry is being changed by someone else; try again")
+
+    async def delete_entry(self, slug: str, entry_id: str) -> None:
+        await self._blog_doc(slug)
+        for _ in range(10):
+            raw = await self.redis.hget(keys.entries(slug), entry_id)
+            if raw is None:
+                raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
+            last = orjson.loads(raw)
+            data = dumps({**last, "deleted": True, "deleted_at": timefmt.rfc3339(timefmt.now())})
+            result = await self._write(slug, field=entry_id, expected=raw, state="", score="0",
+                                       event="entry.deleted", data=data, hash_key=keys.entries(slug))
+            if result[0] == "ok":
+                return
+        raise Conflict("the entry is being changed by someone else; try again")
+
+    async def list_entries(self, slug: str, *, limit: int = 20, before: str | None = None
+                           ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` is the id of the last entry of the previous page."""
+        await self._blog_doc(slug)
+        start = 0
+        if before is not None:
+            rank = await self.redis.zrevrank(keys.order(slug), before)
+            if rank is None:
+                raise ValidationError(f"'before' names no entry of this blog: {before!r}")
+            start = rank + 1
+        ids = await self.redis.zrevrange(keys.order(slug), start, start + limit - 1)
+        if not ids:
+            return []
+        raws = await self.redis.hmget(keys.entries(slug), ids)
+        return [orjson.loads(raw) for raw in raws if raw is not None]
+
+    async def all_entries(self, slug: str) -> list[dict[str, Any]]:
+        """Every current entry, newest first (for the live page, feeds and JSON-LD)."""
+        ids = await self.redis.zrevrange(keys.order(slug), 0, -1)
+        if not ids:
+            return []
+        raws = await self.redis.hmget(keys.entries(slug), ids)
+        return [orjson.loads(raw) for raw in raws if raw is not None]
+
+    # ---- change log ------------------------------------------------------------------------
+
+    async def last_change_id(self, slug: str) -> str:
+        """The ID of the newest change, or ``0-0``: a page rendered now resumes its stream from here."""
+        newest = await self.redis.xrevrange(keys.stream(slug), count=1)
+        return newest[0][0] if newest else "0-0"
+
+    async def trimmed_upto(self, slug: str) -> str | None:
+        return await self.redis.get(keys.trimmed(slug))
+
+    async def changes_after(self, slug: str, after: str, count: int = 500) -> list[Change]:
+        """Changes strictly after ``after``, oldest first."""
+        items = await self.redis.xrange(keys.stream(slug), min=f"({after}", max="+", count=count)
+        return [Change(sid, fields["type"], fields["data"]) for sid, fields in items]

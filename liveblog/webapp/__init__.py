@@ -1,0 +1,1 @@
+"""The Starlette service: JSON API, server-sent events, pages, feeds, health."""

@@ -1,0 +1,113 @@
+"""The editor API: blogs and entries (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from liveblog import metrics
+from liveblog.store import Store
+from liveblog.webapp.auth import require
+from liveblog.webapp.inputs import json_object, query_int
+from liveblog.webapp.problems import Problem
+
+# Readers' first page of the API may be served from a CDN for a few seconds during a spike.
+PUBLIC_CACHE = "public, max-age=5, stale-while-revalidate=10"
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type="application/json", headers=headers)
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+async def list_blogs(request: Request) -> Response:
+    return json_response({"blogs": await _store(request).list_blogs()}, headers={"Cache-Control": PUBLIC_CACHE})
+
+
+async def create_blog(request: Request) -> Response:
+    await require(request, "admin")
+    blog = await _store(request).create_blog(await json_object(request))
+    metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
+    return json_response(blog, 201, headers={"Location": blog["urls"]["api"]})
+
+
+async def get_blog(request: Request) -> Response:
+    blog = await _store(request).get_blog(request.path_params["slug"])
+    return json_response(blog, headers={"Cache-Control": PUBLIC_CACHE})
+
+
+async def update_blog(request: Request) -> Response:
+    await require(request, "editor")
+    blog = await _store(request).update_blog(request.path_params["slug"], await json_object(request))
+    metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
+    return json_response(blog)
+
+
+async def create_entry(request: Request) -> Response:
+    token = await require(request, "editor")
+    fields = await json_object(request)
+    fields.setdefault("author", token["name"])
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isprintable()):
+        raise Problem(400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")
+    slug = request.path_params["slug"]
+    entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key)
+    headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
+    if created:
+        metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
+    else:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(entry, 201, headers=headers)
+
+
+async def list_entries(request: Request) -> Response:
+    slug = request.path_params["slug"]
+    limit = query_int(request, "limit", 20, low=1, high=100)
+    before = request.query_params.get("before") or None
+    entries = await _store(request).list_entries(slug, limit=limit, before=before)
+    following = None
+    if len(entries) == limit:
+        following = f"/api/blogs/{slug}/entries?limit={limit}&before={entries[-1]['id']}"
+    return json_response({"entries": entries, "next": following}, headers={"Cache-Control": PUBLIC_CACHE})
+
+
+async def get_entry(request: Request) -> Response:
+    entry = await _store(request).get_entry(request.path_params["slug"], request.path_params["entry_id"])
+    return json_response(entry)
+
+
+async def update_entry(request: Request) -> Response:
+    await require(request, "editor")
+    fields = await json_object(request)
+    entry = await _store(request).update_entry(request.path_params["slug"], request.path_params["entry_id"],
+                                               fields)
+    metrics.CHANGES_PUBLISHED.labels("entry.updated").inc()
+    return json_response(entry)
+
+
+async def delete_entry(request: Request) -> Response:
+    await require(request, "editor")
+    await _store(request).delete_entry(request.path_params["slug"], request.path_params["entry_id"])
+    metrics.CHANGES_PUBLISHED.labels("entry.deleted").inc()
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/blogs", list_blogs, methods=["GET"]),
+    Route("/api/blogs", create_blog, methods=["POST"]),
+    Route("/api/blogs/{slug}", get_blog, methods=["GET"]),
+    Route("/api/blogs/{slug}", update_blog, methods=["PATCH"]),
+    Route("/api/blogs/{slug}/entries", list_entries, methods=["GET"]),
+    Route("/api/blogs/{slug}/entries", create_entry, methods=["POST"]),
+    Route("/api/blogs/{slug}/entries/{entry_id}", get_entry, methods=["GET"]),
+    Route("/api/blogs/{slug}/entries/{entry_id}", update_entry, methods=["PATCH"]),
+    Route("/api/blogs/{slug}/entries/{entry_id}", delete_entry, methods=["DELETE"]),
+]

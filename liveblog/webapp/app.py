@@ -1,0 +1,105 @@
+"""The application factory: wires the store, the fan-out hub and (optionally) the webhook dispatcher."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from liveblog.config import Settings
+from liveblog.fanout import Hub
+from liveblog.redisconn import pool_client
+from liveblog.store import Store, StoreError
+from liveblog.tokens import Tokens
+from liveblog.webapp import api, pages, sse, webhooks_api
+from liveblog.webapp.problems import Problem, on_http_exception, on_problem, on_redis_down, on_store_error
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await request.app.state.redis.ping()
+    except Exception as exc:  # any failure to reach Redis means "not ready"
+        return JSONResponse({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ready", "redis": "ok"})
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: bool | None = None) -> Starlette:
+    """Build the ASGI app. ``LIVEBLOG_REDIS_URL`` must be resolved by now (the CLI starts the embedded
+    server first and passes its URL down to every worker process)."""
+    settings = settings or Settings.from_env()
+    if not settings.redis_url:
+        raise RuntimeError("LIVEBLOG_REDIS_URL is not set; start the service with `liveblog serve`")
+    if dispatcher is None:
+        dispatcher = os.environ.get("LIVEBLOG_DISPATCHER", "1") != "0"
+    public_url = settings.public_url or "http://127.0.0.1:8000"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = pool_client(settings.redis_url)
+        app.state.settings = settings
+        app.state.redis = redis
+        app.state.store = Store(redis, public_url=public_url, stream_maxlen=settings.stream_maxlen,
+                                idempotency_ttl=settings.idempotency_ttl_seconds)
+        app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
+        app.state.hub = Hub(settings.redis_url, buffer=settings.client_buffer,
+                            heartbeat=settings.heartbeat_seconds)
+        await app.state.hub.start()
+        worker = None
+        if dispatcher:
+            from liveblog.webhooks.dispatcher import Dispatcher
+
+            worker = Dispatcher(settings, public_url=public_url)
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await app.state.hub.stop()
+            await redis.aclose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        *api.routes,
+        *sse.routes,
+        *webhooks_api.routes,
+        *pages.routes,
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            Problem: on_problem,
+            StoreError: on_store_error,
+            HTTPException: on_http_exception,
+            RedisConnectionError: on_redis_down,
+            RedisTimeoutError: on_redis_down,
+        },
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory liveblog.webapp.app:app_from_env`` (used by ``liveblog serve``)."""
+    return create_app()

@@ -1,0 +1,1 @@
+"""Partner webhooks: subscriptions, the dispatcher, signing and the SSRF guard."""
