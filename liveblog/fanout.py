@@ -150,6 +150,8 @@ class Hub:
             parsed = streamids.parse(sid)
             for sub in tuple(subs):
                 sub.offer(parsed, frame)
+                if sub.overflowed:
+                    self.unsubscribe(sub)
             metrics.SSE_EVENTS_SENT.inc(len(subs))
 
     async def _read_loop(self) -> None:
@@ -185,3 +187,5 @@ class Hub:
             for subs in tuple(self.subscribers.values()):
                 for sub in tuple(subs):
                     sub.offer(None, HEARTBEAT)
+                    if sub.overflowed:
+                        self.unsubscribe(sub)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import streamids
-from liveblog.fanout import Hub, encode_event
+from liveblog.fanout import Hub, Subscriber, encode_event
 from liveblog.store import Store
 from liveblog.webapp.problems import Problem
 
@@ -43,11 +43,11 @@ async def _needs_reset(store: Store, slug: str, after: streamids.StreamId) -> bo
     return trimmed is not None and after < (streamids.parse(trimmed) or (0, 0))
 
 
-async def _frames(request: Request, slug: str, after: streamids.StreamId | None) -> AsyncIterator[bytes]:
+async def _frames(request: Request, sub: Subscriber, after: streamids.StreamId | None) -> AsyncIterator[bytes]:
     store: Store = request.app.state.store
     hub: Hub = request.app.state.hub
     settings = request.app.state.settings
-    sub = await hub.subscribe(slug)
+    slug = sub.slug
     try:
         yield f"retry: {settings.retry_ms}\n\n".encode()
         last = after
@@ -86,8 +86,11 @@ async def events(request: Request) -> Response:
     await store.get_blog(slug)  # 404 for an unknown blog, before the stream starts
     after = _resume_point(request)
     settings = request.app.state.settings
+    # Registered before the response starts: once a client has seen the headers, every later
+    # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
+    sub = await request.app.state.hub.subscribe(slug)
     return EventSourceResponse(
-        _frames(request, slug, after),
+        _frames(request, sub, after),
         ping=0,  # the hub sends one shared heartbeat comment to everybody instead
         send_timeout=settings.send_timeout_seconds,
         headers={"Cache-Control": "no-store"},
