@@ -21,7 +21,7 @@ from liveblog.fanout import Hub
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, pages, sse, webhooks_api
+from liveblog.webapp import api, editor, feeds, pages, sse, webhooks_api
 from liveblog.webapp.problems import Problem, on_http_exception, on_problem, on_redis_down, on_store_error
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *api.routes,
         *sse.routes,
         *webhooks_api.routes,
+        *feeds.routes,
+        *editor.routes,
         *pages.routes,
     ]
     return Starlette(
