@@ -11,9 +11,19 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from redis.exceptions import RedisError
+
 from liveblog import __version__
 from liveblog.config import Settings
 from liveblog.embedded import EmbeddedRedis, EmbeddedRedisError
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}" if url else "(embedded)"
 
 
 def say(message: str) -> None:
@@ -192,5 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EmbeddedRedisError, ValueError) as exc:
         say(f"error: {exc}")
         return 2
+    except RedisError as exc:
+        say(f"error: cannot use Redis at {_redacted(os.environ.get('LIVEBLOG_REDIS_URL', ''))}: {exc}")
+        return 3
     except KeyboardInterrupt:
         return 130
