@@ -80,7 +80,6 @@ class Hub:
         self.cursors: dict[str, str] = {}
         self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake_cursor = "0-0"
-        self._wake_pending = False
         self._pool = pool_client(redis_url, max_connections=10)
         self._reader = blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + 10)
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,14 +130,15 @@ class Hub:
                 del self.subscribers[sub.slug]
 
     async def _wake(self) -> None:
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        try:
-            await self._pool.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-            await self._pool.expire(self.wake_key, 3600)
-        finally:
-            self._wake_pending = False
+        """Interrupt the blocking read so that it includes the streams added since it started.
+
+        Every addition wakes it: skipping a wake while another is in flight could leave a blog
+        out of the read until the block times out.
+        """
+        async with self._pool.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.expire(self.wake_key, 3600)
+            await pipe.execute()
 
     def _dispatch(self, slug: str, items: list[tuple[str, dict[str, str]]]) -> None:
         subs = self.subscribers.get(slug)
