@@ -1,0 +1,62 @@
+"""schema.org ``LiveBlogPosting`` for a blog's live page (what search engines read).
+
+Built from the current state at render time, so edits and deletions are reflected on the next
+render; ``datePublished`` of an update is its first publication and never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from liveblog.render import plain_text
+
+# Search engines read a bounded list; the newest updates are the ones that matter.
+MAX_UPDATES = 100
+HEADLINE_MAX = 110
+
+
+def _headline(entry: dict[str, Any], text: str) -> str:
+    headline = entry.get("title") or text
+    if len(headline) > HEADLINE_MAX:
+        headline = headline[: HEADLINE_MAX - 1].rstrip() + "…"
+    return headline
+
+
+def _update(entry: dict[str, Any]) -> dict[str, Any]:
+    text = plain_text(entry["body_html"])
+    item: dict[str, Any] = {
+        "@type": "BlogPosting",
+        "@id": entry["url"],
+        "url": entry["url"],
+        "headline": _headline(entry, text),
+        "datePublished": entry["published_at"],
+        "dateModified": entry["updated_at"],
+        "articleBody": text,
+    }
+    if entry.get("author"):
+        item["author"] = {"@type": "Person", "name": entry["author"]}
+    return item
+
+
+def live_blog_posting(blog: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-LD document for ``blog`` with ``entries`` (current state, newest first)."""
+    page = blog["urls"]["page"]
+    latest = max([blog["updated_at"], *(entry["updated_at"] for entry in entries)])
+    doc: dict[str, Any] = {
+        "@context": "https://schema.org",
+        "@type": "LiveBlogPosting",
+        "@id": page,
+        "url": page,
+        "mainEntityOfPage": page,
+        "headline": blog["title"],
+        "inLanguage": blog["language"],
+        "datePublished": blog["created_at"],
+        "dateModified": latest,
+        "coverageStartTime": blog["coverage_start"],
+        "liveBlogUpdate": [_update(entry) for entry in entries[:MAX_UPDATES]],
+    }
+    if blog.get("description"):
+        doc["description"] = blog["description"]
+    if blog["status"] == "ended" and blog.get("coverage_end"):
+        doc["coverageEndTime"] = blog["coverage_end"]
+    return doc

@@ -1,0 +1,363 @@
+/* liveblog reader: keeps the server-rendered live page (or embed) up to date over server-sent events.
+ *
+ * - The page embeds the stream ID of the newest change read before it was rendered (#lb-config "after");
+ *   the stream resumes from there, so nothing between render and connect is lost. EventSource resends
+ *   Last-Event-ID by itself when it reconnects; when it gives up (HTTP error) we reconnect ourselves from
+ *   the last ID seen. Entries are deduplicated by id + version, deletions leave a tombstone.
+ * - Never moves what the reader is looking at: away from the top, changes above the viewport are
+ *   compensated by scrolling and a notice ("2 nuovi aggiornamenti") offers to go up; at the top, new
+ *   updates slide in and are highlighted.
+ * - Plain fields go in with textContent; body_html is sanitized by the server.
+ */
+(function () {
+  "use strict";
+
+  var configNode = document.getElementById("lb-config");
+  if (!configNode) return;
+  var cfg = JSON.parse(configNode.textContent);
+  var L = cfg.labels;
+  var root = document.querySelector("[data-lb-root]");
+  var list = root.querySelector("[data-lb-list]");
+  var template = document.getElementById("lb-entry-template");
+  var notice = root.querySelector("[data-lb-notice]");
+  var announcer = root.querySelector("[data-lb-announce]");
+  var stateNode = root.querySelector("[data-lb-state]");
+  var stateText = root.querySelector("[data-lb-state-text]");
+  var filterButton = root.querySelector("[data-lb-filter]");
+  var olderLink = root.querySelector("[data-lb-older]");
+  var reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+
+  var versions = new Map();   // entry id -> version shown
+  var deleted = new Set();    // ids of deleted entries: never brought back by a late or cached copy
+  var unseen = new Set();     // ids added while the reader was away from the top
+  var nextUrl = cfg.next;     // the API page of older updates, null when everything is loaded
+  var lastId = cfg.after;     // stream ID of the last change applied
+  var source = null;
+  var retryDelay = 1000;
+  var ended = cfg.status === "ended";
+
+  list.querySelectorAll(".lb-entry").forEach(function (el) {
+    versions.set(el.dataset.id, Number(el.dataset.version));
+  });
+
+  function clock(label) {
+    return label ? label.replace(".", L.time_sep) : "";
+  }
+
+  function field(el, name) {
+    return el.querySelector('[data-field="' + name + '"]');
+  }
+
+  function setText(node, text) {
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
+  /* Writes an entry's state into an <article> cloned from the server-rendered template. */
+  function fill(el, e) {
+    el.id = "aggiornamento-" + e.id;
+    el.dataset.id = e.id;
+    el.dataset.version = String(e.version);
+    el.dataset.published = e.published_at;
+    el.dataset.pinned = e.pinned ? "1" : "0";
+    el.dataset.key = e.key_event ? "1" : "0";
+    el.classList.toggle("is-pinned", !!e.pinned);
+    el.classList.toggle("is-key", !!e.key_event);
+    field(el, "permalink").setAttribute("href", cfg.embed ? e.url : "#aggiornamento-" + e.id);
+    var time = field(el, "time");
+    time.textContent = clock(e.time_label);
+    time.setAttribute("datetime", e.published_at);
+    field(el, "pinned").hidden = !e.pinned;
+    field(el, "key").hidden = !e.key_event;
+    setText(field(el, "title"), e.title);
+    field(el, "body").innerHTML = e.body_html; // sanitized server-side (nh3) before it was stored
+    setText(field(el, "author"), e.author);
+    var edited = field(el, "edited");
+    edited.hidden = !(e.updated_label && e.version > 1);
+    var editedTime = field(el, "edited-time");
+    editedTime.textContent = clock(e.updated_label);
+    editedTime.setAttribute("datetime", e.updated_at);
+    field(el, "share").setAttribute("href", e.url);
+  }
+
+  function build(e) {
+    var el = template.content.firstElementChild.cloneNode(true);
+    fill(el, e);
+    return el;
+  }
+
+  /* Pinned first, then newest first (published_at is RFC 3339 UTC, so strings compare), then id. */
+  function before(a, b) {
+    if (a.dataset.pinned !== b.dataset.pinned) return a.dataset.pinned === "1";
+    if (a.dataset.published !== b.dataset.published) return a.dataset.published > b.dataset.published;
+    return Number(a.dataset.id) > Number(b.dataset.id);
+  }
+
+  function place(el) {
+    var children = list.children;
+    for (var i = 0; i < children.length; i++) {
+      if (children[i] !== el && before(el, children[i])) {
+        list.insertBefore(el, children[i]);
+        return;
+      }
+    }
+    list.appendChild(el);
+  }
+
+  function visible(el) {
+    return el.offsetParent !== null;
+  }
+
+  /* True while the reader can see the start of the list: changes may then move things. */
+  function atTop() {
+    return list.getBoundingClientRect().top >= -1;
+  }
+
+  /* Runs change() without moving what the reader is looking at: the first element still on screen
+   * (other than `moving`) keeps its position on the screen. */
+  function keepPosition(change, moving) {
+    if (atTop()) {
+      change();
+      return;
+    }
+    var candidates = list.querySelectorAll(".lb-entry");
+    var anchor = null;
+    for (var i = 0; i < candidates.length; i++) {
+      var c = candidates[i];
+      if (c !== moving && visible(c) && c.getBoundingClientRect().bottom > 0) {
+        anchor = c;
+        break;
+      }
+    }
+    anchor = anchor || root.nextElementSibling || root;
+    var top = anchor.getBoundingClientRect().top;
+    change();
+    var shift = anchor.getBoundingClientRect().top - top;
+    if (shift) window.scrollBy(0, shift);
+  }
+
+  function flash(el, className) {
+    if (reducedMotion) return;
+    el.classList.remove(className);
+    void el.offsetWidth; // restart the animation
+    el.classList.add(className);
+  }
+
+  function updateEmpty() {
+    root.querySelector("[data-lb-empty]").hidden = list.children.length > 0;
+    filterButton.hidden = !list.querySelector(".lb-entry.is-key");
+  }
+
+  function updateNotice() {
+    if (!unseen.size) {
+      notice.hidden = true;
+      return;
+    }
+    notice.textContent = unseen.size === 1 ? L.new_one : L.new_many.replace("{n}", String(unseen.size));
+    notice.hidden = false;
+  }
+
+  function revealUnseen() {
+    unseen.forEach(function (id) {
+      var el = document.getElementById("aggiornamento-" + id);
+      if (el) flash(el, "is-new");
+    });
+    unseen.clear();
+    updateNotice();
+  }
+
+  /* Shows an entry's new state; `live` is true for a change from the stream (not an older page). */
+  function upsert(e, live) {
+    if (deleted.has(e.id)) return;
+    var shown = versions.get(e.id);
+    if (shown !== undefined && shown >= e.version) return; // already shown: a duplicate or a stale copy
+    var el = document.getElementById("aggiornamento-" + e.id);
+    if (el) {
+      var moves = (el.dataset.pinned === "1") !== !!e.pinned;
+      keepPosition(function () {
+        fill(el, e);
+        if (moves) place(el);
+      }, moves ? el : null);
+      versions.set(e.id, e.version);
+      if (live && atTop()) flash(el, "is-changed");
+      updateEmpty();
+      return;
+    }
+    if (live && !e.pinned && nextUrl && isOlderThanLoaded(e)) return; // arrives with its older page
+    el = build(e);
+    var top = atTop();
+    keepPosition(function () { place(el); }, el);
+    versions.set(e.id, e.version);
+    updateEmpty();
+    if (!live) return;
+    announcer.textContent = L.announce.replace("{time}", clock(e.time_label)) + (e.title ? ": " + e.title : "");
+    if (top) {
+      flash(el, "is-entering");
+    } else if (visible(el)) {
+      unseen.add(e.id);
+      updateNotice();
+    }
+  }
+
+  function isOlderThanLoaded(e) {
+    var rest = list.querySelectorAll('.lb-entry[data-pinned="0"]');
+    var oldest = rest.length ? rest[rest.length - 1].dataset.published : "";
+    return e.published_at < oldest;
+  }
+
+  function remove(e) {
+    deleted.add(e.id);
+    versions.delete(e.id);
+    unseen.delete(e.id);
+    updateNotice();
+    var el = document.getElementById("aggiornamento-" + e.id);
+    if (!el) return;
+    keepPosition(function () { el.remove(); }, el);
+    updateEmpty();
+  }
+
+  function setState(state) {
+    stateNode.dataset.state = state;
+    stateText.textContent = L["state_" + state];
+  }
+
+  function end() {
+    ended = true;
+    if (source) source.close();
+    source = null;
+    setState("ended");
+    root.classList.add("is-ended");
+    root.querySelector("[data-lb-ended]").hidden = false;
+    var badge = document.querySelector("[data-lb-badge]");
+    if (badge) badge.textContent = L.state_ended;
+  }
+
+  function applyBlog(blog) {
+    document.title = blog.title;
+    document.querySelectorAll("[data-lb-title]").forEach(function (node) { node.textContent = blog.title; });
+    var description = document.querySelector("[data-lb-description]");
+    if (description) setText(description, blog.description);
+    if (blog.status === "ended") end();
+  }
+
+  function handler(apply) {
+    return function (event) {
+      if (ended) return;
+      if (event.lastEventId) lastId = event.lastEventId;
+      apply(JSON.parse(event.data));
+    };
+  }
+
+  function connect() {
+    var url = cfg.events + "?last_event_id=" + encodeURIComponent(lastId);
+    source = new EventSource(url);
+    source.onopen = function () {
+      retryDelay = 1000;
+      setState("live");
+    };
+    source.onerror = function () {
+      if (ended) return;
+      setState("reconnecting");
+      // CONNECTING: the browser retries by itself, sending Last-Event-ID. CLOSED: it gave up
+      // (an HTTP error such as 502/503 from a proxy), so start again from the last ID applied.
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        window.setTimeout(function () { if (!ended) connect(); }, retryDelay);
+        retryDelay = Math.min(retryDelay * 2, 30000);
+      }
+    };
+    source.addEventListener("entry.created", handler(function (e) { upsert(e, true); }));
+    source.addEventListener("entry.updated", handler(function (e) { upsert(e, true); }));
+    source.addEventListener("entry.deleted", handler(remove));
+    source.addEventListener("blog.updated", handler(applyBlog));
+    source.addEventListener("reset", function () {
+      source.close();
+      window.location.reload(); // the resume point is gone: start again from a fresh render
+    });
+  }
+
+  /* ---- reader controls ------------------------------------------------------------------------ */
+
+  notice.addEventListener("click", function () {
+    var first = null;
+    unseen.forEach(function (id) {
+      var el = document.getElementById("aggiornamento-" + id);
+      if (el && (!first || before(el, first))) first = el;
+    });
+    root.scrollIntoView({ behavior: reducedMotion ? "auto" : "smooth", block: "start" });
+    if (first) first.focus({ preventScroll: true });
+    revealUnseen();
+  });
+
+  window.addEventListener("scroll", function () {
+    if (unseen.size && atTop()) revealUnseen();
+  }, { passive: true });
+
+  filterButton.addEventListener("click", function () {
+    var on = filterButton.getAttribute("aria-pressed") !== "true";
+    filterButton.setAttribute("aria-pressed", on ? "true" : "false");
+    root.classList.toggle("only-key", on);
+  });
+
+  if (olderLink) {
+    olderLink.addEventListener("click", function (event) {
+      event.preventDefault();
+      if (olderLink.getAttribute("aria-busy") === "true") return;
+      loadOlder();
+    });
+  }
+
+  function loadOlder() {
+    olderLink.setAttribute("aria-busy", "true");
+    olderLink.textContent = L.loading;
+    // The cursor is the oldest unpinned update on screen, so a deleted cursor never breaks paging.
+    var rest = list.querySelectorAll('.lb-entry[data-pinned="0"]');
+    var url = nextUrl;
+    if (rest.length) {
+      url = cfg.next.replace(/before=[^&]*/, "before=" + encodeURIComponent(rest[rest.length - 1].dataset.id));
+    }
+    fetch(url, { headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (page) {
+        page.entries.forEach(function (e) { upsert(e, false); });
+        nextUrl = page.next;
+        olderLink.removeAttribute("aria-busy");
+        olderLink.textContent = L.load_older;
+        if (!nextUrl) olderLink.parentNode.remove();
+      })
+      .catch(function () {
+        olderLink.removeAttribute("aria-busy");
+        olderLink.textContent = L.load_failed;
+      });
+  }
+
+  list.addEventListener("click", function (event) {
+    var link = event.target.closest("a.lb-share");
+    if (!link) return;
+    event.preventDefault();
+    var url = link.href;
+    if (navigator.share) {
+      navigator.share({ title: document.title, url: url }).catch(function () {});
+    } else if (navigator.clipboard) {
+      navigator.clipboard.writeText(url).then(function () {
+        link.textContent = L.copied;
+        window.setTimeout(function () { link.textContent = L.share; }, 2000);
+      }, function () { window.location.href = url; });
+    } else {
+      window.location.href = url;
+    }
+  });
+
+  list.addEventListener("animationend", function (event) {
+    event.target.classList.remove("is-new", "is-entering", "is-changed");
+  });
+
+  updateEmpty();
+  if (cfg.stream && !ended) {
+    setState("connecting");
+    connect();
+  }
+})();
