@@ -1,7 +1,160 @@
-"""The editor's page (``GET /editor/{slug}``)."""
+"""The editor's page (``GET /editor/{slug}``) and its preview endpoint (``POST /api/preview``).
+
+The page is static HTML plus ``/static/editor.js``; everything it does goes through the public API
+with the bearer token the editor pastes in (kept in the tab's sessionStorage, never in a cookie, so
+the page needs no CSRF defence). The preview renders Markdown with the very function that renders
+posted updates, so what the editor sees is what readers will get.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from typing import Any
 
-routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from liveblog.render import render_body
+from liveblog.store import LIMITS, Store, ValidationError
+from liveblog.webapp.api import json_response
+from liveblog.webapp.auth import require
+from liveblog.webapp.inputs import json_object
+from liveblog.webapp.templating import render
+
+# Every visible string of the page, by blog language; the template and editor.js both read these.
+LABELS: dict[str, dict[str, str]] = {
+    "it": {
+        "page_title": "Redazione",
+        "reader_page": "Pagina dei lettori",
+        "sign_in_title": "Accedi per scrivere",
+        "sign_in_help": "Incolla il token di redazione. Resta solo in questa scheda.",
+        "token": "Token",
+        "sign_in": "Accedi",
+        "sign_out": "Esci",
+        "signed_in_as": "Firmato come {name}",
+        "title": "Titolo (facoltativo)",
+        "body": "Testo (Markdown)",
+        "body_placeholder": "Scrivi l'aggiornamento… **grassetto**, *corsivo*, [link](https://…)",
+        "preview": "Anteprima: come la vedranno i lettori",
+        "preview_empty": "L'anteprima appare qui mentre scrivi.",
+        "key_event": "Momento chiave",
+        "pinned": "Fissa in alto",
+        "publish": "Pubblica",
+        "publishing": "Pubblicazione…",
+        "shortcut": "Ctrl+Invio",
+        "published_at": "Pubblicato alle {time}",
+        "time_sep": ".",
+        "published_list": "Aggiornamenti pubblicati",
+        "none_yet": "Ancora nessun aggiornamento.",
+        "load_more": "Carica aggiornamenti precedenti",
+        "edit": "Modifica",
+        "save": "Salva",
+        "cancel": "Annulla",
+        "delete": "Elimina",
+        "confirm_delete": "Eliminare questo aggiornamento? I lettori non lo vedranno più.",
+        "pin": "Fissa",
+        "unpin": "Sblocca",
+        "mark_key": "Momento chiave",
+        "unmark_key": "Non più chiave",
+        "badge_pinned": "fissato",
+        "badge_key": "momento chiave",
+        "edited_at": "modificato alle {time}",
+        "changed_elsewhere": "Nel frattempo qualcuno ha modificato questo aggiornamento.",
+        "status_live": "In diretta",
+        "status_ended": "Conclusa",
+        "end_blog": "Termina la diretta",
+        "reopen_blog": "Riapri la diretta",
+        "confirm_end": "Terminare la diretta? I lettori vedranno che è conclusa.",
+        "conn_live": "collegato",
+        "conn_connecting": "connessione…",
+        "conn_lost": "connessione persa, riprovo…",
+        "network_error": "Rete non raggiungibile: il testo è salvo, riprova.",
+        "error_prefix": "Non riuscito:",
+    },
+    "en": {
+        "page_title": "Newsroom",
+        "reader_page": "Readers' page",
+        "sign_in_title": "Sign in to write",
+        "sign_in_help": "Paste your newsroom token. It stays in this tab only.",
+        "token": "Token",
+        "sign_in": "Sign in",
+        "sign_out": "Sign out",
+        "signed_in_as": "Signed in as {name}",
+        "title": "Title (optional)",
+        "body": "Text (Markdown)",
+        "body_placeholder": "Write the update… **bold**, *italic*, [link](https://…)",
+        "preview": "Preview: what readers will see",
+        "preview_empty": "The preview appears here as you type.",
+        "key_event": "Key event",
+        "pinned": "Pin to top",
+        "publish": "Publish",
+        "publishing": "Publishing…",
+        "shortcut": "Ctrl+Enter",
+        "published_at": "Published at {time}",
+        "time_sep": ":",
+        "published_list": "Published updates",
+        "none_yet": "No updates yet.",
+        "load_more": "Load earlier updates",
+        "edit": "Edit",
+        "save": "Save",
+        "cancel": "Cancel",
+        "delete": "Delete",
+        "confirm_delete": "Delete this update? Readers will no longer see it.",
+        "pin": "Pin",
+        "unpin": "Unpin",
+        "mark_key": "Key event",
+        "unmark_key": "Not key",
+        "badge_pinned": "pinned",
+        "badge_key": "key event",
+        "edited_at": "edited at {time}",
+        "changed_elsewhere": "Someone else changed this update meanwhile.",
+        "status_live": "Live",
+        "status_ended": "Ended",
+        "end_blog": "End the live blog",
+        "reopen_blog": "Reopen the live blog",
+        "confirm_end": "End the live blog? Readers will see that it is over.",
+        "conn_live": "connected",
+        "conn_connecting": "connecting…",
+        "conn_lost": "connection lost, retrying…",
+        "network_error": "Network unreachable: your text is kept, try again.",
+        "error_prefix": "Failed:",
+    },
+}
+
+
+async def editor_page(request: Request) -> Response:
+    store: Store = request.app.state.store
+    slug = request.path_params["slug"]
+    blog = await store.get_blog(slug)  # NotFound -> 404 problem
+    labels = LABELS.get(blog["language"], LABELS["it"])
+    config: dict[str, Any] = {
+        "blog": blog,
+        "labels": labels,
+        # Same-origin paths: the page may be reached under another name than LIVEBLOG_PUBLIC_URL.
+        "api": f"/api/blogs/{slug}",
+        "events": f"/blogs/{slug}/events",
+        "preview": "/api/preview",
+    }
+    return render(request, "editor.html", {"blog": blog, "t": labels, "lang": blog["language"], "config": config},
+                  headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"})
+
+
+async def preview(request: Request) -> Response:
+    """``{body}`` -> ``{body_html, author}``: the sanitized HTML and byline a post would have now.
+
+    Needs an editor token like posting does; an empty body is fine (the page uses that to check a
+    token at sign-in)."""
+    token = await require(request, "editor")
+    body = (await json_object(request)).get("body", "")
+    if not isinstance(body, str):
+        raise ValidationError("'body' must be a string")
+    if len(body) > LIMITS["body"]:
+        raise ValidationError(f"'body' is longer than {LIMITS['body']} characters")
+    return json_response({"body_html": render_body(body), "author": token["name"]},
+                         headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/editor/{slug}", editor_page, methods=["GET"]),
+    Route("/api/preview", preview, methods=["POST"]),
+]

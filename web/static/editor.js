@@ -1,0 +1,513 @@
+/* The editor's page: sign in with a bearer token, compose with a server-rendered preview, post with
+   Ctrl/Cmd+Enter, and edit, pin, mark or delete earlier updates, kept live by the event stream.
+   Everything goes through the public API (see CONTRACT.md). No framework, no inline script. */
+"use strict";
+
+(() => {
+  const config = JSON.parse(document.getElementById("ed-config").textContent);
+  const L = config.labels;
+  const TOKEN_KEY = "liveblog.token";
+  const DRAFT_KEY = `liveblog.draft.${config.blog.slug}`;
+  const PREVIEW_DELAY_MS = 150;
+  const $ = (id) => document.getElementById(id);
+  const fill = (text, values) => text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? "");
+  const clock = (label) => (label || "").replace(".", L.time_sep);
+
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  let blog = config.blog;
+
+  // ---- API ---------------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  /** fetch() that turns problem+json answers and network failures into ApiError(detail). */
+  async function call(method, path, body, headers = {}) {
+    const init = { method, headers: { ...headers }, cache: "no-store" };
+    if (token) init.headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, L.network_error);
+    }
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, (data && data.detail) || `HTTP ${response.status}`);
+    return data;
+  }
+
+  const failure = (error) => `${L.error_prefix} ${error.message}`;
+
+  function say(element, text) {
+    element.textContent = text || "";
+    element.hidden = !text;
+  }
+
+  /** A fresh Idempotency-Key; crypto.randomUUID needs a secure context, getRandomValues does not. */
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // ---- Markdown for editing -----------------------------------------------------------------------
+  // Entries keep only their sanitized HTML, so an edit starts from Markdown rebuilt from it. Common
+  // elements become Markdown; anything else stays as HTML, which Markdown accepts as it is.
+
+  const escapeText = (text) => text.replace(/[\\`*_[\]<>~]/g, "\\$&").replace(/&(?=#?\w+;)/g, "&amp;");
+  const escapeLineStart = (line) => line.replace(/^([-+#>=])/, "\\$1").replace(/^(\d+)([.)])/, "$1\\$2");
+  const linkTarget = (href) => (/[\s()<>]/.test(href) ? `<${href.replace(/[<>]/g, encodeURIComponent)}>` : href);
+
+  function inlineMarkdown(node) {
+    let out = "";
+    for (const child of node.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) {
+        out += escapeText(child.textContent.replace(/\s+/g, " "));
+      } else if (child.nodeType === Node.ELEMENT_NODE) {
+        const inner = () => inlineMarkdown(child);
+        switch (child.localName) {
+          case "strong": case "b": out += `**${inner()}**`; break;
+          case "em": case "i": out += `*${inner()}*`; break;
+          case "del": case "s": out += `~~${inner()}~~`; break;
+          case "code": out += child.textContent.includes("`") ? child.outerHTML : `\`${child.textContent}\``; break;
+          case "br": out += "\\\n"; break;
+          case "a": out += `[${inner()}](${linkTarget(child.getAttribute("href") || "")})`; break;
+          case "img": out += `![${escapeText(child.getAttribute("alt") || "")}](${linkTarget(child.getAttribute("src") || "")})`; break;
+          default: out += child.outerHTML;
+        }
+      }
+    }
+    return out;
+  }
+
+  function listMarkdown(node, ordered) {
+    let number = Number(node.getAttribute("start") || 1);
+    return Array.from(node.children, (item) => {
+      const marker = ordered ? `${number++}. ` : "- ";
+      const nested = item.querySelector(":scope > p, :scope > ul, :scope > ol, :scope > blockquote");
+      const text = nested ? blockMarkdown(item) : escapeLineStart(inlineMarkdown(item).trim());
+      return marker + text.split("\n").join(`\n${" ".repeat(marker.length)}`);
+    }).join("\n");
+  }
+
+  function blockMarkdown(parent) {
+    const out = [];
+    for (const child of parent.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) {
+        if (child.textContent.trim()) out.push(escapeLineStart(escapeText(child.textContent.trim())));
+        continue;
+      }
+      if (child.nodeType !== Node.ELEMENT_NODE) continue;
+      const tag = child.localName;
+      if (tag === "p") out.push(escapeLineStart(inlineMarkdown(child).trim()));
+      else if (/^h[1-6]$/.test(tag)) out.push(`${"#".repeat(Number(tag[1]))} ${inlineMarkdown(child).trim()}`);
+      else if (tag === "ul" || tag === "ol") out.push(listMarkdown(child, tag === "ol"));
+      else if (tag === "blockquote") out.push(blockMarkdown(child).split("\n").map((l) => (l ? `> ${l}` : ">")).join("\n"));
+      else if (tag === "hr") out.push("---");
+      else if (tag === "pre" && !child.textContent.includes("```")) out.push(`\`\`\`\n${child.textContent.replace(/\n$/, "")}\n\`\`\``);
+      else out.push(child.outerHTML);
+    }
+    return out.join("\n\n");
+  }
+
+  function htmlToMarkdown(html) {
+    const holder = document.createElement("template"); // inert: nothing in it loads or runs
+    holder.innerHTML = html;
+    return blockMarkdown(holder.content).trim();
+  }
+
+  // ---- preview ------------------------------------------------------------------------------------
+
+  const previewTurn = new WeakMap();
+
+  /** Render `text` on the server (exactly as a post would be) into `target`; the latest call wins. */
+  function schedulePreview(text, target) {
+    const turn = (previewTurn.get(target)?.turn || 0) + 1;
+    clearTimeout(previewTurn.get(target)?.timer);
+    const current = () => previewTurn.get(target).turn === turn;
+    const timer = setTimeout(async () => {
+      if (!text.trim()) {
+        const hint = document.createElement("p");
+        hint.className = "ed-muted";
+        hint.textContent = L.preview_empty;
+        target.replaceChildren(hint);
+        return;
+      }
+      try {
+        const { body_html: html } = await call("POST", config.preview, { body: text });
+        if (current()) target.innerHTML = html; // sanitized by the server
+      } catch (error) {
+        if (current()) target.textContent = failure(error);
+      }
+    }, PREVIEW_DELAY_MS);
+    previewTurn.set(target, { turn, timer });
+  }
+
+  function showTitle(element, title) {
+    element.textContent = title || "";
+    element.hidden = !title;
+  }
+
+  // ---- the list of updates ------------------------------------------------------------------------
+
+  const list = $("ed-entries");
+  const entries = new Map(); // id -> newest known entry
+  const gone = new Set(); // ids deleted since the page opened: a late list page must not revive them
+  const template = $("ed-entry-template");
+  const editTemplate = $("ed-edit-template");
+  let nextPage = null; // the API's link to the page after the oldest one shown
+  let paged = false; // "load earlier" was used: reloading the first page must not rewind nextPage
+
+  const itemOf = (id) => list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+
+  function byReaderOrder(a, b) {
+    if (a.pinned !== b.pinned) return a.pinned ? -1 : 1;
+    return a.published_at < b.published_at ? 1 : a.published_at > b.published_at ? -1 : 0;
+  }
+
+  function paint(item, entry) {
+    const field = (name) => item.querySelector(`[data-field="${name}"]`);
+    const time = field("time");
+    time.dateTime = entry.published_at;
+    time.textContent = clock(entry.time_label);
+    field("pinned").hidden = !entry.pinned;
+    field("key").hidden = !entry.key_event;
+    say(field("edited"), entry.updated_label ? fill(L.edited_at, { time: clock(entry.updated_label) }) : "");
+    item.querySelector('[data-action="pin"]').textContent = entry.pinned ? L.unpin : L.pin;
+    item.querySelector('[data-action="key"]').textContent = entry.key_event ? L.unmark_key : L.mark_key;
+    item.classList.toggle("is-pinned", entry.pinned);
+    item.classList.toggle("is-key", entry.key_event);
+    const form = item.querySelector("form.ed-edit");
+    if (form) {
+      // Being edited here: keep the editor's text and preview, but say that it changed elsewhere.
+      if (entry.version !== Number(form.dataset.version)) form.querySelector('[data-field="stale"]').hidden = false;
+      return;
+    }
+    showTitle(field("title"), entry.title);
+    field("body").innerHTML = entry.body_html; // sanitized by the server before it was stored
+    say(field("author"), entry.author ? `— ${entry.author}` : "");
+  }
+
+  function place() {
+    const ordered = [...entries.values()].sort(byReaderOrder);
+    ordered.forEach((entry, index) => {
+      const item = itemOf(entry.id);
+      if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+    });
+    $("ed-empty").hidden = entries.size > 0;
+  }
+
+  function upsert(entry) {
+    if (gone.has(entry.id)) return;
+    const known = entries.get(entry.id);
+    if (known && known.version > entry.version) return;
+    entries.set(entry.id, entry);
+    let item = itemOf(entry.id);
+    if (!item) {
+      item = template.content.firstElementChild.cloneNode(true);
+      item.dataset.id = entry.id;
+      list.append(item);
+    }
+    paint(item, entry);
+    place();
+  }
+
+  function forget(id) {
+    gone.add(id);
+    entries.delete(id);
+    itemOf(id)?.remove();
+    place();
+  }
+
+  /** Adds one page of the API's list; returns its link to the next page (on failure: the current one). */
+  async function loadPage(path) {
+    say($("ed-list-error"), "");
+    try {
+      const data = await call("GET", path);
+      data.entries.forEach(upsert);
+      return data.next;
+    } catch (error) {
+      say($("ed-list-error"), failure(error));
+      return nextPage;
+    }
+  }
+
+  function showMore(next) {
+    nextPage = next;
+    $("ed-more").hidden = !nextPage;
+  }
+
+  async function firstPage() {
+    const next = await loadPage(`${config.api}/entries?limit=50`);
+    if (!paged) showMore(next);
+  }
+
+  $("ed-more").addEventListener("click", async () => {
+    paged = true;
+    showMore(await loadPage(nextPage));
+  });
+
+  async function act(item, work) {
+    const error = item.querySelector('[data-field="error"]');
+    say(error, "");
+    item.querySelectorAll("button").forEach((button) => { button.disabled = true; });
+    try {
+      await work();
+    } catch (failed) {
+      say(error, failure(failed));
+    } finally {
+      item.querySelectorAll("button").forEach((button) => { button.disabled = false; });
+    }
+  }
+
+  const patchEntry = async (id, changes) => upsert(await call("PATCH", `${config.api}/entries/${id}`, changes));
+
+  function startEditing(item, entry) {
+    if (item.querySelector("form.ed-edit")) return;
+    const form = editTemplate.content.firstElementChild.cloneNode(true);
+    form.dataset.version = entry.version;
+    form.elements.title.value = entry.title || "";
+    form.elements.body.value = htmlToMarkdown(entry.body_html);
+    const title = item.querySelector('[data-field="title"]');
+    const body = item.querySelector('[data-field="body"]');
+    const refresh = () => {
+      showTitle(title, form.elements.title.value.trim());
+      schedulePreview(form.elements.body.value, body);
+    };
+    const stop = () => {
+      form.remove();
+      paint(item, entries.get(entry.id) || entry);
+      item.querySelector('[data-action="edit"]').focus();
+    };
+    const save = () => act(item, async () => {
+      const changes = { body: form.elements.body.value, title: form.elements.title.value.trim() || null };
+      upsert(await call("PATCH", `${config.api}/entries/${entry.id}`, changes));
+      stop();
+    });
+    form.addEventListener("input", refresh);
+    form.addEventListener("submit", (event) => { event.preventDefault(); save(); });
+    form.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); save(); }
+      if (event.key === "Escape") { event.preventDefault(); stop(); }
+    });
+    form.querySelector('[data-action="cancel"]').addEventListener("click", stop);
+    item.querySelector(".ed-entry-head").after(form);
+    form.elements.body.focus();
+  }
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    const item = button?.closest("li.ed-entry");
+    if (!item || item.querySelector("form.ed-edit")?.contains(button)) return;
+    const entry = entries.get(item.dataset.id);
+    if (!entry) return;
+    switch (button.dataset.action) {
+      case "edit": startEditing(item, entry); break;
+      case "pin": act(item, () => patchEntry(entry.id, { pinned: !entry.pinned })); break;
+      case "key": act(item, () => patchEntry(entry.id, { key_event: !entry.key_event })); break;
+      case "delete":
+        if (window.confirm(L.confirm_delete)) {
+          act(item, async () => {
+            await call("DELETE", `${config.api}/entries/${entry.id}`);
+            forget(entry.id);
+          });
+        }
+        break;
+    }
+  });
+
+  // ---- the blog: status ---------------------------------------------------------------------------
+
+  function showBlog(next) {
+    blog = next;
+    const status = $("ed-status");
+    status.dataset.status = blog.status;
+    status.textContent = blog.status === "live" ? L.status_live : L.status_ended;
+    $("ed-status-toggle").textContent = blog.status === "live" ? L.end_blog : L.reopen_blog;
+    $("ed-blog-title").textContent = blog.title;
+  }
+
+  $("ed-status-toggle").addEventListener("click", async (event) => {
+    const ending = blog.status === "live";
+    if (ending && !window.confirm(L.confirm_end)) return;
+    event.currentTarget.disabled = true;
+    try {
+      showBlog(await call("PATCH", config.api, { status: ending ? "ended" : "live" }));
+    } catch (error) {
+      window.alert(failure(error));
+    } finally {
+      event.currentTarget.disabled = false;
+    }
+  });
+
+  // ---- live: the event stream ---------------------------------------------------------------------
+
+  let lastEventId = null; // for a stream made anew after the browser gave up reconnecting by itself
+  let listed = false;
+
+  function connect() {
+    const conn = $("ed-conn");
+    const state = (name) => { conn.dataset.state = name; conn.textContent = L[`conn_${name}`]; };
+    const url = lastEventId ? `${config.events}?last_event_id=${encodeURIComponent(lastEventId)}` : config.events;
+    const stream = new EventSource(url);
+    const on = (name, handle) => stream.addEventListener(name, (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      handle(JSON.parse(event.data));
+    });
+    stream.addEventListener("open", () => {
+      state("live");
+      if (!listed) firstPage(); // the stream is now attached: whatever came before is in this page
+      listed = true;
+    });
+    stream.addEventListener("error", () => {
+      state("lost");
+      if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+    });
+    on("entry.created", upsert);
+    on("entry.updated", upsert);
+    on("entry.deleted", (entry) => forget(entry.id));
+    on("blog.updated", showBlog);
+    on("reset", () => {
+      // The stream no longer holds what this page missed: start the list over.
+      entries.clear();
+      list.querySelectorAll("li.ed-entry:not(:has(form.ed-edit))").forEach((item) => item.remove());
+      paged = false;
+      firstPage();
+    });
+  }
+
+  // ---- composing ----------------------------------------------------------------------------------
+
+  const composer = $("ed-composer");
+  const fields = composer.elements;
+  const composeError = $("ed-compose-error");
+  const composeOk = $("ed-compose-ok");
+  let attempt = null; // {payload, key}: a retried identical post reuses its Idempotency-Key
+  let posting = false;
+
+  function payload() {
+    const body = { body: fields.body.value };
+    const title = fields.title.value.trim();
+    if (title) body.title = title;
+    if (fields.key_event.checked) body.key_event = true;
+    if (fields.pinned.checked) body.pinned = true;
+    return body;
+  }
+
+  function composed() {
+    sessionStorage.setItem(DRAFT_KEY, JSON.stringify({ title: fields.title.value, body: fields.body.value }));
+    showTitle($("ed-preview-heading"), fields.title.value.trim());
+    schedulePreview(fields.body.value, $("ed-preview"));
+  }
+
+  async function publish() {
+    if (posting) return;
+    if (!fields.body.value.trim()) {
+      fields.body.focus();
+      return;
+    }
+    const request = payload();
+    const signature = JSON.stringify(request);
+    if (!attempt || attempt.signature !== signature) attempt = { signature, key: newKey() };
+    posting = true;
+    const button = $("ed-publish");
+    button.disabled = true;
+    button.textContent = L.publishing;
+    say(composeError, "");
+    say(composeOk, "");
+    try {
+      const entry = await call("POST", `${config.api}/entries`, request, { "Idempotency-Key": attempt.key });
+      upsert(entry);
+      attempt = null;
+      composer.reset();
+      composed();
+      say(composeOk, fill(L.published_at, { time: clock(entry.time_label) }));
+    } catch (error) {
+      say(composeError, failure(error)); // the text stays where it is
+    } finally {
+      posting = false;
+      button.disabled = false;
+      button.textContent = L.publish;
+      fields.body.focus();
+    }
+  }
+
+  composer.addEventListener("input", composed);
+  composer.addEventListener("submit", (event) => { event.preventDefault(); publish(); });
+  composer.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      publish();
+    }
+  });
+
+  function restoreDraft() {
+    try {
+      const draft = JSON.parse(sessionStorage.getItem(DRAFT_KEY) || "null");
+      if (draft) {
+        fields.title.value = draft.title || "";
+        fields.body.value = draft.body || "";
+      }
+    } catch {
+      sessionStorage.removeItem(DRAFT_KEY);
+    }
+    composed();
+  }
+
+  // ---- signing in ---------------------------------------------------------------------------------
+
+  let started = false;
+
+  function enter(author) {
+    $("ed-signin").hidden = true;
+    $("ed-workspace").hidden = false;
+    for (const id of ["ed-conn", "ed-who", "ed-status-toggle", "ed-sign-out"]) $(id).hidden = false;
+    $("ed-who").textContent = fill(L.signed_in_as, { name: author });
+    if (!started) {
+      started = true;
+      connect();
+      firstPage();
+      restoreDraft();
+    }
+    fields.body.focus();
+  }
+
+  /** Checks the token with an empty preview (it needs the editor role, like posting). */
+  async function signIn(candidate) {
+    token = candidate;
+    try {
+      const { author } = await call("POST", config.preview, { body: "" });
+      sessionStorage.setItem(TOKEN_KEY, token);
+      enter(author);
+    } catch (error) {
+      token = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("ed-signin").hidden = false;
+      say($("ed-signin-error"), failure(error));
+      $("ed-token").focus();
+    }
+  }
+
+  $("ed-signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    say($("ed-signin-error"), "");
+    signIn($("ed-token").value.trim());
+  });
+
+  $("ed-sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    window.location.reload(); // the draft stays in this tab's sessionStorage
+  });
+
+  showBlog(blog);
+  if (token) signIn(token);
+  else $("ed-token").focus();
+})();
