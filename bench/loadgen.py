@@ -1,0 +1,325 @@
+"""The load generator: many SSE readers in one process, driven over stdin/stdout by the orchestrator.
+
+Each reader is a raw ``asyncio.Protocol`` on uvloop (no HTTP client library): it writes one
+``GET`` request, parses the status line and headers, decodes ``Transfer-Encoding: chunked`` when
+present and parses the SSE wire format with LF or CRLF line ends (a CR at the end of a read is held
+back until the next one, so a CRLF split across two reads is not taken for a blank line). Each
+event's ``id:`` is stored with the wall-clock time (``time.time()``) of the read that completed it;
+the orchestrator compares that with the time its poster recorded just before the POST.
+
+Run as ``python -m bench.loadgen``; it answers one JSON line per command (see :func:`serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import resource
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+CONNECT_CONCURRENCY = 200
+CONNECT_ATTEMPTS = 20
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard limit (10k readers need one fd each, per side)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class Reader:
+    """One logical reader: survives reconnects; what it received, in order."""
+
+    path: str
+    ids: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    last_id: str | None = None
+    protocol: SSEProtocol | None = None
+    status: int | None = None
+    ended: int = 0  # streams the server ended (or that failed) without being asked to
+    reconnect_ms: list[float] = field(default_factory=list)
+    dropped_at: float | None = None
+    retry_seen: bool = False
+
+
+class SSEProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection carrying one event stream."""
+
+    __slots__ = ("_body", "_chunk_left", "_chunked", "_closing", "_head", "_skip", "_sse", "connected", "done",
+                 "reader", "request", "slow", "transport")
+
+    def __init__(self, reader: Reader, request: bytes, slow: bool, done: asyncio.Future[bool]) -> None:
+        self.reader = reader
+        self.request = request
+        self.slow = slow
+        self.done = done  # resolved when the response head has arrived (True: 200)
+        self.transport: asyncio.Transport | None = None
+        self._head = b""
+        self._chunked: bool | None = None
+        self._chunk_left = 0  # data bytes left in the current chunk
+        self._skip = 0  # bytes of chunk framing (CRLF after data) still to skip
+        self._body = b""  # undecoded chunked framing carried over between reads
+        self._sse = b""  # decoded SSE text not yet ending in a blank line
+        self._closing = False
+        self.connected = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.reader.protocol = self
+        if self.slow:
+            # A frozen client: a tiny receive window, and it never reads.
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.transport.write(self.request)  # type: ignore[union-attr]
+        if self.slow:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if self._chunked is None:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, data = self._head[:end].lower(), self._head[end + 4 :]
+            self._head = b""
+            status = int(head[9:12])
+            self.reader.status = status
+            self._chunked = b"transfer-encoding: chunked" in head
+            self.connected = status == 200
+            if not self.done.done():
+                self.done.set_result(self.connected)
+            if not self.connected:
+                self.transport.close()  # type: ignore[union-attr]
+                return
+        if self._chunked:
+            data = self._dechunk(data)
+        if data:
+            self._feed(data, now)
+
+    def _dechunk(self, data: bytes) -> bytes:
+        if self._body:
+            data, self._body = self._body + data, b""
+        out: list[bytes] = []
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._skip:
+                step = min(self._skip, size - pos)
+                pos += step
+                self._skip -= step
+                continue
+            if self._chunk_left:
+                take = min(self._chunk_left, size - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._chunk_left -= take
+                if not self._chunk_left:
+                    self._skip = 2
+                continue
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                self._body = data[pos:]
+                break
+            length = int(data[pos:line_end].split(b";", 1)[0], 16)
+            pos = line_end + 2
+            if length == 0:  # last chunk: the server ended the stream
+                break
+            self._chunk_left = length
+        return b"".join(out)
+
+    def _feed(self, data: bytes, now: float) -> None:
+        if b"\r" in data or self._sse.endswith(b"\r"):
+            data = self._sse + data
+            held = b""
+            if data.endswith(b"\r"):
+                data, held = data[:-1], b"\r"
+            buffer = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self._sse = b""
+        else:
+            buffer, held = self._sse + data, b""
+        reader = self.reader
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event_id = None
+            has_data = False
+            for line in buffer[start:end].split(b"\n"):
+                if line.startswith(b"id:"):
+                    event_id = line[3:].strip().decode()
+                elif line.startswith(b"data:"):
+                    has_data = True
+                elif line.startswith(b"retry:"):
+                    reader.retry_seen = True
+                    if reader.dropped_at is not None:
+                        reader.reconnect_ms.append((now - reader.dropped_at) * 1000)
+                        reader.dropped_at = None
+            if has_data and event_id is not None:
+                reader.ids.append(event_id)
+                reader.times.append(now)
+                reader.last_id = event_id
+            start = end + 2
+        self._sse = buffer[start:] + held
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+        if not self._closing:
+            self.reader.ended += 1
+        if self.reader.protocol is self:
+            self.reader.protocol = None
+
+    def close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class LoadGen:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.readers: list[Reader] = []
+        self.slow: list[Reader] = []
+        self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    def _request(self, reader: Reader) -> bytes:
+        lines = [f"GET {reader.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream",
+                 "Cache-Control: no-cache"]
+        if reader.last_id is not None:
+            lines.append(f"Last-Event-ID: {reader.last_id}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    async def open(self, reader: Reader, slow: bool = False) -> bool:
+        """Connect and wait for the response head; retried when the listen backlog overflows."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(CONNECT_ATTEMPTS):
+            async with self._gate:
+                done: asyncio.Future[bool] = loop.create_future()
+                protocol = SSEProtocol(reader, self._request(reader), slow, done)
+                try:
+                    await asyncio.wait_for(loop.create_connection(lambda p=protocol: p, self.host, self.port), 15)
+                    if slow:
+                        return True  # it never reads, so it never sees the head
+                    if await asyncio.wait_for(done, 30):
+                        return True
+                except (OSError, TimeoutError):
+                    pass
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0) * random.random())
+        return False
+
+    async def connect(self, paths: list[str], last_event_id: str | None, slow: bool) -> dict[str, Any]:
+        new = [Reader(path, last_id=last_event_id) for path in paths]
+        (self.slow if slow else self.readers).extend(new)
+        results = await asyncio.gather(*(self.open(r, slow) for r in new))
+        return {"connected": sum(results), "failed": len(results) - sum(results)}
+
+    async def storm(self, window: float) -> dict[str, Any]:
+        """Every reader drops its connection at a random moment within ``window`` and reconnects at
+        once with ``Last-Event-ID`` (what a browser's EventSource does after a network blip)."""
+
+        async def cycle(reader: Reader) -> bool:
+            await asyncio.sleep(random.random() * window)
+            if reader.protocol is not None:
+                reader.protocol.close()
+            reader.dropped_at = time.time()
+            return await self.open(reader)
+
+        results = await asyncio.gather(*(cycle(r) for r in self.readers))
+        return {"reconnected": sum(results), "failed": len(results) - sum(results)}
+
+    async def wait(self, expected: dict[str, int], timeout: float) -> dict[str, Any]:
+        """Until every reader still connected holds as many events as expected for its path (or the
+        timeout). A reader whose stream the server ended is not waited for: nothing more reaches it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = sum(1 for r in self.readers if len(r.ids) < expected.get(r.path, 0) and r.protocol is not None)
+            if not behind:
+                return {"complete": True}
+            await asyncio.sleep(0.1)
+        return {"complete": False}
+
+    async def release_slow(self, wait: float) -> dict[str, Any]:
+        """Let the frozen readers read again: those the server cut off see their stream end."""
+        for reader in self.slow:
+            if reader.protocol is not None and reader.protocol.transport is not None:
+                reader.protocol.transport.resume_reading()
+        await asyncio.sleep(wait)
+        return {"slow": len(self.slow), "cut_off": sum(1 for r in self.slow if r.ended)}
+
+    def report(self, expected: dict[str, list[str]], sent: dict[str, float]) -> dict[str, Any]:
+        latencies: list[float] = []
+        delivered = exact = duplicates = ended = 0
+        reconnect_ms: list[float] = []
+        for reader in self.readers:
+            want = expected.get(reader.path, [])
+            delivered += len(set(reader.ids) & set(want))
+            duplicates += len(reader.ids) - len(set(reader.ids))
+            exact += reader.ids == want
+            ended += reader.ended
+            reconnect_ms.extend(reader.reconnect_ms)
+            seen: set[str] = set()
+            for event_id, at in zip(reader.ids, reader.times, strict=True):
+                if event_id in sent and event_id not in seen:
+                    seen.add(event_id)
+                    latencies.append(round((at - sent[event_id]) * 1000, 2))
+        return {"readers": len(self.readers), "expected": sum(len(expected.get(r.path, [])) for r in self.readers),
+                "delivered": delivered, "exact": exact, "duplicates": duplicates, "ended": ended,
+                "latencies": latencies, "reconnect_ms": reconnect_ms}
+
+    def close_all(self) -> None:
+        for reader in (*self.readers, *self.slow):
+            if reader.protocol is not None:
+                reader.protocol.close()
+
+
+async def serve() -> None:
+    """Command loop: one JSON object per stdin line, one JSON answer per stdout line."""
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=1 << 30)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    gen: LoadGen | None = None
+    while line := await stdin.readline():
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "init":
+            gen = LoadGen(cmd["host"], cmd["port"])
+            answer: dict[str, Any] = {"fd_limit": raise_fd_limit()}
+        elif op == "quit":
+            break
+        else:
+            assert gen is not None, "init first"
+            result = getattr(gen, op)(**cmd)
+            answer = await result if asyncio.iscoroutine(result) else result
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    if gen is not None:
+        gen.close_all()
+
+
+def main() -> None:
+    try:
+        import uvloop
+
+        uvloop.run(serve())
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(serve())
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""``python -m bench run``: the scenarios of issue 4, one table.
+
+Each scenario starts its own private redis-server(s) and server process(es) on free loopback ports,
+its load generator processes, and stops them all when it ends. Latency is counted from the moment
+the poster is about to send the editor's POST to the moment a reader's read completed the event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import ROOT, LoadGens, Processes
+from bench.report import Row, percentile, table
+from bench.targets import KINDS, Target, start
+
+RESULTS = ROOT / "bench" / "results"
+SETTLE = 2.0  # seconds after the last reader connected before RSS is read
+WAIT = 60.0  # at most this long for the last deliveries after the last post
+
+
+@dataclass
+class Config:
+    readers: int = 10_000
+    updates: int = 10
+    interval: float = 1.0
+    clients: int = 2
+    size: int = 300
+    blogs: int = 1_000
+    slow: int = 100
+    storm_window: float = 10.0
+    targets: tuple[str, ...] = KINDS
+    workdir: Path = Path(tempfile.gettempdir())
+
+
+def port_of(target: Target) -> int:
+    return int(target.base.rsplit(":", 1)[1])
+
+
+async def post_updates(target: Target, paths: list[str], count: int, interval: float, first_seq: int = 0) -> None:
+    """``count`` updates at a steady rate, round-robin over ``paths`` (one POST at a time)."""
+    started = time.monotonic()
+    for i in range(count):
+        await target.post(paths[i % len(paths)], first_seq + i)
+        await asyncio.sleep(max(0.0, started + (i + 1) * interval - time.monotonic()))
+
+
+async def collect(target: Target, gens: LoadGens) -> dict[str, Any]:
+    """Wait for the deliveries still on their way, then merge what every load generator saw."""
+    expected, sent = await target.outcome()
+    await gens.all("wait", expected={path: len(ids) for path, ids in expected.items()}, timeout=WAIT)
+    merged: dict[str, Any] = {"latencies": [], "reconnect_ms": []}
+    for part in await gens.all("report", expected=expected, sent=sent):
+        for name, value in part.items():
+            merged[name] = merged.get(name, 0 if not isinstance(value, list) else []) + value
+    return merged
+
+
+def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float | None, cpu: float | None,
+             note: str = "") -> Row:
+    if seen["ended"]:
+        note = f"{seen['ended']:,} streams ended by the server; {note}".rstrip("; ")
+    if seen["duplicates"]:
+        note = f"{seen['duplicates']:,} duplicates; {note}".rstrip("; ")
+    return Row(scenario, target.name, seen["readers"], seen["delivered"], seen["expected"], seen["latencies"],
+               exact=seen["exact"], rss_per_reader=rss, cpu=cpu, note=note)
+
+
+async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0) -> Row:
+    """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates."""
+    with Processes(cfg.workdir) as procs:
+        target = start(procs, kind)
+        target.size = cfg.size
+        try:
+            paths = await target.make_blogs(1)
+            await target.mark_heads()
+            gens = await procs.loadgens(cfg.clients, "127.0.0.1", port_of(target))
+            rss0, cpu0 = target.proc.rss(), target.proc.cpu()
+            connected = await gens.connect(paths * cfg.readers)
+            if slow:
+                await gens.connect(paths * slow, slow=True)
+            await asyncio.sleep(SETTLE)
+            rss = (target.proc.rss() - rss0) / max(1, connected + slow)
+            await post_updates(target, paths, cfg.updates, cfg.interval)
+            seen = await collect(target, gens)
+            cpu = target.proc.cpu() - cpu0
+            note = f"load generator CPU {gens.cpu():.1f} s"
+            if slow:
+                freed = await gens.all("release_slow", wait=3.0)
+                note += f"; slow readers cut off {sum(f['cut_off'] for f in freed)}/{slow}"
+                note += f"; RSS growth {(target.proc.rss() - rss0) / 2**20:.0f} MB"
+            if connected < cfg.readers:
+                note += f"; {cfg.readers - connected:,} readers could not connect"
+            if kind == "per-reader":
+                failures = target.proc.tail(10**9).count("MaxConnectionsError: Too many connections")
+                note += f"; redis-py 'Too many connections' raised {failures:,} times"
+            return make_row(scenario, target, seen, rss=rss, cpu=cpu, note=note)
+        finally:
+            await target.close()
+
+
+async def fan_out(cfg: Config) -> list[Row]:
+    """One blog, every server kind in the same run (the baselines give the ratios)."""
+    return [await one_blog(cfg, kind) for kind in cfg.targets]
+
+
+async def storm(cfg: Config) -> list[Row]:
+    """Every reader drops and reconnects with Last-Event-ID within the window while updates go on."""
+    with Processes(cfg.workdir) as procs:
+        target = start(procs, "liveblog")
+        target.size = cfg.size
+        try:
+            paths = await target.make_blogs(1)
+            await target.mark_heads()
+            gens = await procs.loadgens(cfg.clients, "127.0.0.1", port_of(target))
+            cpu0 = target.proc.cpu()
+            await gens.connect(paths * cfg.readers, last_event_id=target.heads[target.streams[paths[0]]])
+            interval = 0.25
+            posting = asyncio.create_task(post_updates(target, paths, int((cfg.storm_window + 3) / interval),
+                                                       interval))
+            await asyncio.sleep(1.0)
+            window_start = time.monotonic()
+            answers = await gens.all("storm", window=cfg.storm_window)
+            back = time.monotonic() - window_start
+            await posting
+            seen = await collect(target, gens)
+            reconnect = sorted(seen["reconnect_ms"])
+            failed = sum(a["failed"] for a in answers)
+            note = (f"all back {back:.1f} s after the storm began (window {cfg.storm_window:.0f} s); "
+                    f"reconnect p50 {statistics.median(reconnect) if reconnect else 0:,.0f} ms "
+                    f"p99 {percentile(reconnect, 0.99) or 0:,.0f} ms max {reconnect[-1] if reconnect else 0:,.0f} ms"
+                    f"{f'; {failed} reconnects failed' if failed else ''}")
+            seen["ended"] = 0  # the load generator dropped them on purpose
+            return [make_row("reconnect storm", target, seen, rss=None, cpu=target.proc.cpu() - cpu0, note=note)]
+        finally:
+            await target.close()
+
+
+async def many_blogs(cfg: Config) -> list[Row]:
+    """``cfg.blogs`` blogs with readers spread evenly; the server's Redis connections are counted."""
+    per_blog = max(1, cfg.readers // cfg.blogs)
+    with Processes(cfg.workdir) as procs:
+        target = start(procs, "liveblog")
+        target.size = cfg.size
+        try:
+            paths = await target.make_blogs(cfg.blogs)
+            await target.mark_heads()
+            gens = await procs.loadgens(cfg.clients, "127.0.0.1", port_of(target))
+            idle_conns = await target.redis_clients()
+            rss0, cpu0 = target.proc.rss(), target.proc.cpu()
+            connected = await gens.connect([p for p in paths for _ in range(per_blog)])
+            await asyncio.sleep(SETTLE)
+            rss = (target.proc.rss() - rss0) / max(1, connected)
+            busy_conns = await target.redis_clients()
+            # Updates go to blogs spread over the whole set, one POST at a time.
+            step = max(1, len(paths) // max(1, cfg.updates * 10))
+            chosen = paths[::step][: cfg.updates * 10]
+            await post_updates(target, chosen, len(chosen), cfg.interval / 10)
+            seen = await collect(target, gens)
+            after_conns = await target.redis_clients()
+            note = (f"{len(chosen)} updates to {len(chosen)} blogs; server's Redis connections: {idle_conns} "
+                    f"with no reader, {busy_conns} with {connected:,} readers, {after_conns} after posting")
+            return [make_row(f"{cfg.blogs:,} blogs × {per_blog}", target, seen, rss=rss,
+                             cpu=target.proc.cpu() - cpu0, note=note)]
+        finally:
+            await target.close()
+
+
+async def slow_readers(cfg: Config) -> list[Row]:
+    """The same readers and updates twice: without, then with ``cfg.slow`` readers that never read."""
+    control = await one_blog(cfg, "liveblog", "slow readers: control")
+    test = await one_blog(cfg, "liveblog", f"slow readers: +{cfg.slow} frozen", slow=cfg.slow)
+    base, with_slow = control.p(0.99), test.p(0.99)
+    if base and with_slow:
+        test.note = f"p99 {with_slow / base:.2f}× control; {test.note}"
+    return [control, test]
+
+
+async def scale_out(cfg: Config) -> list[Row]:
+    """Two ``liveblog serve`` processes on one Redis; readers split over both, updates posted to one."""
+    with Processes(cfg.workdir) as procs:
+        _, redis_url = procs.redis()
+        targets = [start(procs, "liveblog", redis_url) for _ in range(2)]
+        for target in targets:
+            target.size = cfg.size
+        try:
+            first, second = targets
+            paths = await first.make_blogs(1)
+            second.streams.update(first.streams)
+            await first.mark_heads()
+            second.heads.update(first.heads)
+            halves = [await procs.loadgens(1, "127.0.0.1", port_of(t)) for t in targets]
+            cpu0 = sum(t.proc.cpu() for t in targets)
+            for gens in halves:
+                await gens.connect(paths * (cfg.readers // 2))
+            await asyncio.sleep(SETTLE)
+            await post_updates(first, paths, cfg.updates, cfg.interval)
+            second.sent.update(first.sent)
+            seen = [await collect(t, g) for t, g in zip(targets, halves, strict=True)]
+            merged = {name: seen[0][name] + seen[1][name] for name in seen[0]}
+            note = ("posted to process 1; delivered " +
+                    ", ".join(f"process {i + 1}: {s['delivered']:,}/{s['expected']:,}" for i, s in enumerate(seen)))
+            return [make_row("scale-out (2 processes)", first, merged, rss=None,
+                             cpu=sum(t.proc.cpu() for t in targets) - cpu0, note=note)]
+        finally:
+            for target in targets:
+                await target.close()
+
+
+SCENARIOS: dict[str, Callable[[Config], Awaitable[list[Row]]]] = {
+    "fanout": fan_out,
+    "storm": storm,
+    "blogs": many_blogs,
+    "slow": slow_readers,
+    "scaleout": scale_out,
+}
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run scenarios and print one table")
+    run.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"],
+                     help="repeatable; default: all")
+    run.add_argument("--readers", type=int, default=10_000, help="readers per scenario (default 10000)")
+    run.add_argument("--updates", type=int, default=10, help="updates posted per scenario (default 10)")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between updates (default 1)")
+    run.add_argument("--clients", type=int, default=2, help="load generator processes (default 2)")
+    run.add_argument("--size", type=int, default=300, help="characters of text per update (default 300)")
+    run.add_argument("--blogs", type=int, default=1_000, help="blogs in the many-blogs scenario (default 1000)")
+    run.add_argument("--slow", type=int, default=100, help="frozen readers in the slow scenario (default 100)")
+    run.add_argument("--target", action="append", choices=KINDS, help="servers in the fan-out scenario")
+    run.add_argument("--output", type=Path, default=RESULTS / "latest.md", help="where the table is written")
+    args = parser.parse_args(argv)
+    cfg = Config(readers=args.readers, updates=args.updates, interval=args.interval, clients=args.clients,
+                 size=args.size, blogs=args.blogs, slow=args.slow, targets=tuple(args.target or KINDS))
+    return args, cfg
+
+
+async def run(scenarios: list[str], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    for name in scenarios:
+        print(f"bench: {name} …", file=sys.stderr, flush=True)
+        rows += await SCENARIOS[name](cfg)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse(argv)
+    scenarios = list(SCENARIOS) if not args.scenario or "all" in args.scenario else args.scenario
+    with tempfile.TemporaryDirectory(prefix="liveblog-bench-") as workdir:
+        cfg.workdir = Path(workdir)
+        import uvloop
+
+        rows = uvloop.run(run(scenarios, cfg))
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = (f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores · "
+              f"Python {platform.python_version()} · `{command}`")
+    text = f"{header}\n\n{table(rows)}\n"
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    return 0
