@@ -15,10 +15,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog.render import render_body
-from liveblog.store import LIMITS, Store, ValidationError
+from liveblog.store import LIMITS, NotFound, Store, ValidationError
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
 from liveblog.webapp.inputs import json_object
+from liveblog.webapp.pages import not_found
 from liveblog.webapp.templating import render
 
 # Every visible string of the page, by blog language; the template and editor.js both read these.
@@ -125,7 +126,10 @@ LABELS: dict[str, dict[str, str]] = {
 async def editor_page(request: Request) -> Response:
     store: Store = request.app.state.store
     slug = request.path_params["slug"]
-    blog = await store.get_blog(slug)  # NotFound -> 404 problem
+    try:
+        blog = await store.get_blog(slug)
+    except NotFound:
+        return not_found(request)  # the readers' HTML 404: a person is looking at this page
     labels = LABELS.get(blog["language"], LABELS["it"])
     config: dict[str, Any] = {
         "blog": blog,
