@@ -6,6 +6,8 @@
   closed after the test; pass ``base_url=`` to aim it at a server of your own. Use two of them for an
   editor and a reader.
 - ``context`` / ``page``: one context aimed at the shared ``server`` fixture, and a page in it.
+- ``api``: an editor's calls through the public API of the shared server (``create``, ``edit``,
+  ``delete``, ``set_status``), each asserting success and returning the JSON.
 
 Every page made through these fixtures is watched: an uncaught JavaScript exception or a
 Content-Security-Policy violation fails the test at teardown (see ``PageWatch``).
@@ -18,9 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Error, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Error, Page, async_playwright, expect
 
 CHROMIUM = os.environ.get("LIVEBLOG_CHROMIUM", "/usr/bin/chromium")
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
@@ -28,6 +31,7 @@ LAUNCH_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-qui
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Waiting for something to appear may take this long before a test fails (never a timed assertion).
 TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 class PageWatch:
@@ -90,3 +94,33 @@ async def context(new_context: NewContext, server: Any) -> BrowserContext:
 @pytest_asyncio.fixture(loop_scope="session")
 async def page(context: BrowserContext) -> Page:
     return await context.new_page()
+
+
+class Api:
+    """An editor publishing through the HTTP API (what a newsroom tool would do)."""
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    async def _call(self, method: str, path: str, expected: int, body: dict[str, Any] | None = None) -> Any:
+        response = await self.client.request(method, path, headers=self.headers, json=body)
+        assert response.status_code == expected, response.text
+        return response.json() if response.content else None
+
+    async def create(self, slug: str, **fields: Any) -> dict[str, Any]:
+        return await self._call("POST", f"/api/blogs/{slug}/entries", 201, fields)
+
+    async def edit(self, slug: str, entry_id: str, **fields: Any) -> dict[str, Any]:
+        return await self._call("PATCH", f"/api/blogs/{slug}/entries/{entry_id}", 200, fields)
+
+    async def delete(self, slug: str, entry_id: str) -> None:
+        await self._call("DELETE", f"/api/blogs/{slug}/entries/{entry_id}", 204)
+
+    async def set_status(self, slug: str, status: str) -> dict[str, Any]:
+        return await self._call("PATCH", f"/api/blogs/{slug}", 200, {"status": status})
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, editor: dict[str, str]) -> Api:
+    return Api(client, editor)
