@@ -61,10 +61,10 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 15, sig: int = signal.SIGTERM) -> None:
         if self.popen.poll() is not None:
             return
-        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(sig)
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -78,8 +78,9 @@ class Proc:
 class Processes:
     """Starts processes for one scenario and stops them all (newest first) at the end."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, profile: Path | None = None) -> None:
         self.workdir = workdir
+        self.profile = profile  # where py-spy writes collapsed stacks of each liveblog process, if set
         self.started: list[Proc] = []
         self._gens: list[LoadGenProc] = []
 
@@ -90,7 +91,7 @@ class Processes:
         for gen in self._gens:
             gen.kill()
         for proc in reversed(self.started):
-            proc.stop()
+            proc.stop(sig=signal.SIGINT if proc.name == "py-spy" else signal.SIGTERM)
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
         proc = Proc(name, args, self.workdir / f"{name}-{len(self.started)}.log", env)
@@ -122,7 +123,13 @@ class Processes:
         proc = self._start("liveblog", [sys.executable, "-m", "liveblog", "serve", "--port", str(port),
                                         "--no-dispatcher", "--log-level", "warning"],
                            {"LIVEBLOG_REDIS_URL": redis_url, "LIVEBLOG_ADMIN_TOKEN": admin_token, **(env or {})})
-        return proc, self._ready(proc, port)
+        base = self._ready(proc, port)
+        if self.profile is not None:
+            self.profile.mkdir(parents=True, exist_ok=True)
+            out = self.profile / f"liveblog-{proc.pid}.txt"
+            self._start("py-spy", [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                                   "--format", "raw", "--rate", "250", "--nonblocking", "-o", str(out)])
+        return proc, base
 
     def uvicorn_app(self, app: str, redis_url: str) -> tuple[Proc, str]:
         """A baseline ASGI app under the same server settings as ``liveblog serve`` (uvloop, httptools)."""

@@ -42,6 +42,7 @@ class Config:
     storm_window: float = 10.0
     targets: tuple[str, ...] = KINDS
     workdir: Path = Path(tempfile.gettempdir())
+    profile: Path | None = None
 
 
 def port_of(target: Target) -> int:
@@ -79,7 +80,7 @@ def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float 
 
 async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0) -> Row:
     """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates."""
-    with Processes(cfg.workdir) as procs:
+    with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, kind)
         target.size = cfg.size
         try:
@@ -117,7 +118,7 @@ async def fan_out(cfg: Config) -> list[Row]:
 
 async def storm(cfg: Config) -> list[Row]:
     """Every reader drops and reconnects with Last-Event-ID within the window while updates go on."""
-    with Processes(cfg.workdir) as procs:
+    with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, "liveblog")
         target.size = cfg.size
         try:
@@ -150,7 +151,7 @@ async def storm(cfg: Config) -> list[Row]:
 async def many_blogs(cfg: Config) -> list[Row]:
     """``cfg.blogs`` blogs with readers spread evenly; the server's Redis connections are counted."""
     per_blog = max(1, cfg.readers // cfg.blogs)
-    with Processes(cfg.workdir) as procs:
+    with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, "liveblog")
         target.size = cfg.size
         try:
@@ -189,7 +190,7 @@ async def slow_readers(cfg: Config) -> list[Row]:
 
 async def scale_out(cfg: Config) -> list[Row]:
     """Two ``liveblog serve`` processes on one Redis; readers split over both, updates posted to one."""
-    with Processes(cfg.workdir) as procs:
+    with Processes(cfg.workdir, cfg.profile) as procs:
         _, redis_url = procs.redis()
         targets = [start(procs, "liveblog", redis_url) for _ in range(2)]
         for target in targets:
@@ -241,10 +242,12 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     run.add_argument("--blogs", type=int, default=1_000, help="blogs in the many-blogs scenario (default 1000)")
     run.add_argument("--slow", type=int, default=100, help="frozen readers in the slow scenario (default 100)")
     run.add_argument("--target", action="append", choices=KINDS, help="servers in the fan-out scenario")
+    run.add_argument("--profile", type=Path, help="record each liveblog process with py-spy (collapsed stacks here)")
     run.add_argument("--output", type=Path, default=RESULTS / "latest.md", help="where the table is written")
     args = parser.parse_args(argv)
     cfg = Config(readers=args.readers, updates=args.updates, interval=args.interval, clients=args.clients,
-                 size=args.size, blogs=args.blogs, slow=args.slow, targets=tuple(args.target or KINDS))
+                 size=args.size, blogs=args.blogs, slow=args.slow, targets=tuple(args.target or KINDS),
+                 profile=args.profile)
     return args, cfg
 
 
