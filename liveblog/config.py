@@ -65,6 +65,9 @@ class Settings:
     webhook_concurrency: int = 64
     webhook_concurrency_per_subscription: int = 4
     webhook_claim_idle_seconds: float = 60.0
+    # Attempts kept per subscription in its delivery log, and bytes of a response body read/kept.
+    webhook_log_size: int = 200
+    webhook_response_cap_bytes: int = 4096
     idempotency_ttl_seconds: int = 24 * 3600
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -87,4 +90,7 @@ class Settings:
             webhook_timeout_seconds=_float(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0),
             webhook_disable_after_seconds=_float(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
             webhook_claim_idle_seconds=_float(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0),
+            webhook_concurrency=_int(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 64),
+            webhook_concurrency_per_subscription=_int(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
+            webhook_log_size=_int(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
         )

@@ -1,0 +1,154 @@
+"""The webhook dispatcher: runs in `liveblog worker` and inside `liveblog serve` (unless disabled).
+
+Three loops per process: the intake (blog streams -> deliveries, see ``intake.py``), the reclaimer
+(changes left pending by dead workers), and the sender, which leases due deliveries (``queue.py``)
+up to ``webhook_concurrency`` at once and attempts each in its own task. Any number of processes
+share the work through Redis; none of them holds state that matters when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
+
+from liveblog import metrics, timefmt
+from liveblog.config import Settings
+from liveblog.redisconn import blocking_client, pool_client
+from liveblog.webhooks.intake import BLOCK_MS, Intake
+from liveblog.webhooks.queue import Claim, DeliveryQueue
+from liveblog.webhooks.schedule import next_step
+from liveblog.webhooks.sender import post
+from liveblog.webhooks.signing import signed_headers
+from liveblog.webhooks.ssrf import AddressPolicy, guarded_client
+from liveblog.webhooks.subscriptions import Snapshot, Subscriptions
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 0.25  # deliveries made due by other workers (retries, releases) are found this fast
+STOP_GRACE_SECONDS = 2.0
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, *, public_url: str) -> None:
+        if not settings.redis_url:
+            raise RuntimeError("the webhook dispatcher needs LIVEBLOG_REDIS_URL")
+        self.settings = settings
+        self.public_url = public_url
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # A lease outlives the longest attempt by the claim idle time: only a dead worker's lease expires.
+        self.lease_ms = int((settings.webhook_timeout_seconds + settings.webhook_claim_idle_seconds) * 1000)
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        settings = self.settings
+        assert settings.redis_url
+        policy = AddressPolicy(settings.allowed_networks)
+        self.redis = pool_client(settings.redis_url, max_connections=20)
+        self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + 10)
+        self.http = guarded_client(policy, timeout=settings.webhook_timeout_seconds,
+                                   max_connections=settings.webhook_concurrency)
+        self.http.headers["User-Agent"] = f"liveblog-webhooks/1 (+{self.public_url})"
+        self.queue = DeliveryQueue(self.redis)
+        self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
+                             consumer=self.consumer, claim_idle_seconds=settings.webhook_claim_idle_seconds,
+                             on_queued=self._wake.set)
+        self._tasks = [asyncio.create_task(self.intake.read_loop(), name="webhooks-intake"),
+                       asyncio.create_task(self.intake.reclaim_loop(), name="webhooks-reclaim"),
+                       asyncio.create_task(self._send_loop(), name="webhooks-send")]
+        log.info("webhook dispatcher started as consumer %s", self.consumer)
+
+    async def stop(self) -> None:
+        """Stop taking work; give attempts in flight a moment, then hand the rest back (released
+        deliveries are due at once for the other workers; anything not released waits for its lease)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
+        for task in self._inflight:
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self.http.aclose()
+        await self.reader.aclose()
+        await self.redis.aclose()
+
+    async def _send_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            room = self.settings.webhook_concurrency - len(self._inflight)
+            wait = IDLE_POLL_SECONDS
+            self._wake.clear()
+            if room > 0:
+                try:
+                    now, next_due, claims = await self.queue.claim(
+                        limit=room, per_subscription=self.settings.webhook_concurrency_per_subscription,
+                        lease_ms=self.lease_ms)
+                    backoff = 0.1
+                except (RedisError, OSError) as exc:
+                    log.warning("webhook sender: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                for claim in claims:
+                    task = asyncio.create_task(self._deliver(claim))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._done)
+                if next_due is not None:
+                    wait = min(wait, max(0.0, (next_due - now) / 1000))
+                if len(claims) == room:
+                    continue  # there may be more due right now
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # a slot (and a per-subscription lease) is free
+
+    async def _deliver(self, claim: Claim) -> None:
+        job, sub, settings = claim.job, claim.subscription, self.settings
+        attempt_no = job.attempts + 1
+        started = datetime.now(UTC)
+        try:
+            result = await post(self.http, sub["url"], job.body,
+                                {**signed_headers(sub["secret"], job.id, job.body, started),
+                                 "Content-Type": "application/json", "Accept-Encoding": "identity"},
+                                timeout=settings.webhook_timeout_seconds, cap=settings.webhook_response_cap_bytes)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.queue.finish(claim, "release"), 1.0)
+            raise
+        outcome, delay = next_step(result.status, attempt_no, settings.retry_schedule, retry_after=result.retry_after)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+        metrics.WEBHOOK_LATENCY.observe(result.duration)
+        entry = {
+            "webhook_id": job.id, "event_id": job.event_id, "blog": job.slug, "type": job.type,
+            "attempt": attempt_no, "at": timefmt.rfc3339(started), "status": result.status, "error": result.error,
+            "duration_ms": round(result.duration * 1000, 1), "response": result.excerpt, "outcome": outcome,
+        }
+        if delay is not None:
+            entry["next_attempt_at"] = timefmt.rfc3339(datetime.fromtimestamp(time.time() + delay, UTC))
+        error = result.error or f"HTTP {result.status}"
+        try:
+            state = await self.queue.finish(
+                claim, outcome, log_entry=entry, retry_ms=int((delay or 0) * 1000), error=error,
+                log_size=settings.webhook_log_size, disable_after_ms=int(settings.webhook_disable_after_seconds * 1000),
+                disable_reason=f"no successful delivery for {settings.webhook_disable_after_seconds:g} s")
+        except Exception as exc:  # Redis gone: the lease expires and the delivery is attempted again
+            log.warning("webhook %s: could not record attempt %d (%s)", job.id, attempt_no, exc)
+            return
+        if outcome != "delivered":
+            log.info("webhook %s to subscription %s: attempt %d %s (%s)", job.id, job.sub_id, attempt_no, outcome,
+                     error)
+        if state == "disabled" and outcome != "delivered":
+            log.warning("webhook subscription %s is disabled", job.sub_id)

@@ -1,0 +1,158 @@
+"""From blog change streams to deliveries, through the ``webhooks`` consumer group.
+
+Every worker reads all blog streams with ``XREADGROUP`` under its own consumer name, so each
+change is handed to one worker. That worker turns it into one delivery per matching subscription
+and acknowledges it in the same script (``DeliveryQueue.enqueue``). Changes a dead worker read but
+never acknowledged stay pending in the group; :meth:`Intake.reclaim_loop` takes them over with
+``XAUTOCLAIM`` once they have been idle for ``webhook_claim_idle_seconds``.
+
+Groups are created at ID ``0`` when a blog is first seen: nothing written between a blog's creation
+and the first poll is lost, and older changes match no subscription created after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from liveblog import keys, streamids
+from liveblog.webhooks import keys as whkeys
+from liveblog.webhooks.queue import DeliveryQueue, Job
+from liveblog.webhooks.subscriptions import Snapshot
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000  # also bounds how long a new blog waits to be included in the read
+READ_COUNT = 200
+INDEX_POLL_SECONDS = 1.0
+CONSUMER_SWEEP_SECONDS = 600.0
+DEAD_CONSUMER_IDLE_MS = 3600_000
+
+
+class Intake:
+    def __init__(self, pool: aioredis.Redis, reader: aioredis.Redis, queue: DeliveryQueue, snapshot: Snapshot, *,
+                 consumer: str, claim_idle_seconds: float, on_queued: Callable[[], None]) -> None:
+        self.pool = pool
+        self.reader = reader  # a dedicated connection: XREADGROUP BLOCK never shares it
+        self.queue = queue
+        self.snapshot = snapshot
+        self.consumer = consumer
+        self.claim_idle_ms = max(1, int(claim_idle_seconds * 1000))
+        self.on_queued = on_queued
+        self.streams: set[str] = set()
+        self._index_checked = 0.0
+
+    async def _discover(self) -> None:
+        """Join new blogs' streams (the blog index is polled, so no restart is needed)."""
+        if time.monotonic() - self._index_checked < INDEX_POLL_SECONDS:
+            return
+        for slug in await self.pool.zrange(keys.BLOGS, 0, -1):
+            stream = keys.stream(slug)
+            if stream in self.streams:
+                continue
+            try:
+                await self.pool.xgroup_create(stream, whkeys.GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self.streams.add(stream)
+        self._index_checked = time.monotonic()
+
+    async def _fan_out(self, stream: str, items: list[tuple[str, dict[str, str] | None]]) -> None:
+        """Enqueue one delivery per matching subscription and acknowledge each change, atomically."""
+        subs = await self.snapshot.current()
+        slug = keys.slug_of_stream(stream)
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for event_id, fields in items:
+                jobs = []
+                if fields:
+                    event_ms = (streamids.parse(event_id) or (0, 0))[0]
+                    event_type, data = fields.get("type", ""), fields.get("data", "null")
+                    jobs = [Job.for_change(sub.id, slug, event_id, event_type, data) for sub in subs
+                            if sub.wants(slug, event_type, event_ms)]
+                await self.queue.enqueue(jobs, ack=(stream, event_id), client=pipe)
+            results = await pipe.execute()
+        if any(result > 0 for result in results):
+            self.on_queued()
+
+    async def read_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._discover()
+                if not self.streams:
+                    await asyncio.sleep(INDEX_POLL_SECONDS)
+                    continue
+                response = await self.reader.xreadgroup(whkeys.GROUP, self.consumer, dict.fromkeys(self.streams, ">"),
+                                                        count=READ_COUNT, block=BLOCK_MS)
+                for stream, items in response or ():
+                    await self._fan_out(stream, items)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a stream or group vanished (deleted key, flushed DB): rejoin
+                    self.streams.clear()
+                    self._index_checked = 0.0
+                    continue
+                log.warning("webhook intake: Redis error %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except (RedisError, OSError) as exc:
+                log.warning("webhook intake: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _reclaim(self) -> None:
+        """Take over changes idle in other consumers' pending lists (their worker died) and fan them out."""
+        streams = sorted(self.streams)
+        while streams:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xautoclaim(stream, whkeys.GROUP, self.consumer, self.claim_idle_ms, "0-0", count=100,
+                                    justid=True)
+                claimed = await pipe.execute(raise_on_error=False)
+            again = []
+            for stream, ids in zip(streams, claimed, strict=True):
+                if isinstance(ids, Exception) or not ids:
+                    continue
+                log.info("webhook intake: reclaimed %d change(s) of %s from a stalled worker", len(ids), stream)
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for event_id in ids:
+                        pipe.xrange(stream, event_id, event_id)
+                    found = await pipe.execute()
+                # A change trimmed away meanwhile has nothing left to send; it is only acknowledged.
+                items: list[tuple[str, Any]] = [(event_id, rows[0][1] if rows else None)
+                                                for event_id, rows in zip(ids, found, strict=True)]
+                await self._fan_out(stream, items)
+                again.append(stream)
+            streams = again
+
+    async def _sweep_consumers(self) -> None:
+        """Forget consumers of workers long gone (nothing pending, idle for an hour)."""
+        for stream in sorted(self.streams):
+            for consumer in await self.pool.xinfo_consumers(stream, whkeys.GROUP):
+                if (consumer["name"] != self.consumer and int(consumer["pending"]) == 0
+                        and int(consumer["idle"]) > DEAD_CONSUMER_IDLE_MS):
+                    await self.pool.xgroup_delconsumer(stream, whkeys.GROUP, consumer["name"])
+
+    async def reclaim_loop(self) -> None:
+        interval = max(0.5, self.claim_idle_ms / 2000)
+        swept = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._reclaim()
+                if time.monotonic() - swept > CONSUMER_SWEEP_SECONDS:
+                    await self._sweep_consumers()
+                    swept = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("webhook intake: reclaiming failed (%s); will try again", exc)

@@ -1,0 +1,48 @@
+"""Redis key names of the webhook system (all under ``lb:wh:``).
+
+A subscription's own keys carry its id as hash tag (``lb:wh:{id}:…``), like a blog's keys carry
+its slug, so the script that completes a delivery touches one slot. The scripts that fan a change
+out (blog stream + subscription queues) and claim work (every active queue) span slots: they need
+a single Redis primary, as the rest of the service does today.
+"""
+
+from __future__ import annotations
+
+SUBS = "lb:wh:subs"  # zset: subscription id -> creation time (ms, Redis clock)
+VERSION = "lb:wh:version"  # counter: bumped on every subscription change (workers reload on change)
+ACTIVE = "lb:wh:active"  # set: ids of subscriptions with queued or leased deliveries
+GROUP = "webhooks"  # consumer group on every blog stream (``lb:{slug}:stream``)
+
+
+def prefix(sub_id: str) -> str:
+    """Common prefix of one subscription's keys; the Lua scripts append the suffixes below."""
+    return f"lb:wh:{{{sub_id}}}:"
+
+
+def sub(sub_id: str) -> str:
+    """Hash: ``doc`` (config JSON with the secret), ``state`` and health counters."""
+    return prefix(sub_id) + "sub"
+
+
+def queue(sub_id: str) -> str:
+    """Zset: delivery id -> due time (ms): deliveries waiting for their (next) attempt."""
+    return prefix(sub_id) + "q"
+
+
+def leases(sub_id: str) -> str:
+    """Zset: delivery id -> lease expiry (ms): deliveries a worker is attempting right now."""
+    return prefix(sub_id) + "lease"
+
+
+def jobs(sub_id: str) -> str:
+    """Hash: delivery id -> job JSON (event id, blog, type, body, attempts so far)."""
+    return prefix(sub_id) + "jobs"
+
+
+def log(sub_id: str) -> str:
+    """List: recent attempts, newest first, capped."""
+    return prefix(sub_id) + "log"
+
+
+def all_of(sub_id: str) -> list[str]:
+    return [sub(sub_id), queue(sub_id), leases(sub_id), jobs(sub_id), log(sub_id)]

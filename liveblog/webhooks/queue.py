@@ -1,0 +1,229 @@
+"""The delivery queue: one delivery per (change, subscription), scheduled and leased in Redis.
+
+Per subscription: a ``q`` zset (delivery id -> due ms), a ``lease`` zset (delivery id -> lease expiry
+ms) and a ``jobs`` hash (delivery id -> job JSON). All times come from the Redis clock (``TIME``),
+so workers on machines with skewed clocks agree.
+
+- A change becomes deliveries in the same script that acknowledges it in the blog stream's
+  consumer group, so a crash leaves either the change pending (reclaimed and fanned out again) or
+  the deliveries queued, never neither, and a change fanned out twice (after a reclaim race) is
+  enqueued once because only the first ``XACK`` succeeds.
+- Claiming moves a due delivery into ``lease`` with an expiry longer than one attempt can take.
+  A worker that dies holding leases loses nothing: the next claim by anyone puts expired leases back.
+- The per-subscription limit is counted on the shared ``lease`` zset, so it holds across all
+  workers: a slow partner occupies at most that many attempts anywhere, and its backlog waits in
+  its own queue instead of in front of other partners' deliveries.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from liveblog import streamids, timefmt
+from liveblog.webhooks import keys as whkeys
+from liveblog.webhooks.signing import message_id
+
+_NOW = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS[1] active set, KEYS[2] the blog stream (mode 'ack' only)
+# ARGV[1] mode ('ack': acknowledge the change first, never touch a known delivery; 'replay': reset
+# queued deliveries to attempt 1), ARGV[2] group, ARGV[3] stream id, then triples (sub, id, job JSON)
+_ENQUEUE = _NOW + """
+if ARGV[1] == 'ack' and redis.call('XACK', KEYS[2], ARGV[2], ARGV[3]) == 0 then return -1 end
+local added = 0
+for i = 4, #ARGV, 3 do
+  local p = 'lb:wh:{' .. ARGV[i] .. '}:'
+  local id = ARGV[i + 1]
+  if redis.call('EXISTS', p .. 'sub') == 1 and not redis.call('ZSCORE', p .. 'lease', id)
+     and (ARGV[1] == 'replay' or redis.call('HEXISTS', p .. 'jobs', id) == 0) then
+    redis.call('HSET', p .. 'jobs', id, ARGV[i + 2])
+    redis.call('ZADD', p .. 'q', now, id)
+    redis.call('SADD', KEYS[1], ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
+
+# KEYS[1] active set. ARGV[1] lease ms, ARGV[2] most deliveries to take, ARGV[3] per-subscription
+# limit, ARGV[4] rotation (where to start in the set, so no subscription is always served last).
+# Returns {now, earliest due time among subscriptions with room (-1: none), {sub, id, job, lease, doc}...}
+_CLAIM = _NOW + """
+local lease_ms, room, per_sub = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local subs = redis.call('SMEMBERS', KEYS[1])
+local taken, next_due = {}, -1
+for k = 0, #subs - 1 do
+  local sub = subs[(k + tonumber(ARGV[4])) % #subs + 1]
+  local p = 'lb:wh:{' .. sub .. '}:'
+  local q, lease = p .. 'q', p .. 'lease'
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', lease, '-inf', now)) do
+    redis.call('ZREM', lease, id)
+    redis.call('ZADD', q, now, id)
+  end
+  local state = redis.call('HGET', p .. 'sub', 'state')
+  if not state then
+    redis.call('DEL', q, lease, p .. 'jobs')
+  elseif state == 'active' then
+    local free = per_sub - redis.call('ZCARD', lease)
+    if free > 0 and room > 0 then
+      local doc = redis.call('HGET', p .. 'sub', 'doc')
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, math.min(free, room))) do
+        redis.call('ZREM', q, id)
+        local job = redis.call('HGET', p .. 'jobs', id)
+        if job then
+          redis.call('ZADD', lease, now + lease_ms, id)
+          table.insert(taken, {sub, id, job, tostring(now + lease_ms), doc})
+          room = room - 1
+          free = free - 1
+        end
+      end
+    end
+    if free > 0 then
+      local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+      if first[2] and (next_due < 0 or tonumber(first[2]) < next_due) then next_due = tonumber(first[2]) end
+    end
+  end
+  if redis.call('ZCARD', q) == 0 and redis.call('ZCARD', lease) == 0 then redis.call('SREM', KEYS[1], sub) end
+end
+return {now, next_due, taken}
+"""
+
+# KEYS: 1 sub hash, 2 queue, 3 leases, 4 jobs, 5 log, 6 version counter
+# ARGV: 1 delivery id, 2 lease held (ms), 3 outcome (delivered|retrying|failed|gone|release),
+#       4 retry delay ms, 5 job JSON for the retry, 6 log entry JSON, 7 log size,
+#       8 disable after ms, 9 last error, 10 reason given when disabling for lack of success
+# Queue changes happen only while the caller still holds the lease; the attempt is recorded anyway.
+_FINISH = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'deleted', 0} end
+local owned = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1])) == tonumber(ARGV[2])
+local outcome = ARGV[3]
+if owned then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  if outcome == 'retrying' then
+    redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+  elseif outcome == 'release' then
+    redis.call('ZADD', KEYS[2], now, ARGV[1])
+  else
+    redis.call('HDEL', KEYS[4], ARGV[1])
+  end
+end
+if outcome == 'release' then return {redis.call('HGET', KEYS[1], 'state'), owned and 1 or 0} end
+if outcome == 'delivered' then
+  redis.call('HSET', KEYS[1], 'failures', 0, 'last_success_at', now)
+  redis.call('HDEL', KEYS[1], 'failing_since')
+  redis.call('HINCRBY', KEYS[1], 'delivered', 1)
+else
+  redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  redis.call('HSET', KEYS[1], 'last_failure_at', now, 'last_error', ARGV[9])
+  redis.call('HSETNX', KEYS[1], 'failing_since', now)
+  if outcome ~= 'retrying' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
+  local reason = false
+  if outcome == 'gone' then
+    reason = 'the receiver answered 410 Gone'
+  elseif now - tonumber(redis.call('HGET', KEYS[1], 'failing_since')) >= tonumber(ARGV[8]) then
+    reason = ARGV[10]
+  end
+  if reason and redis.call('HGET', KEYS[1], 'state') == 'active' then
+    redis.call('HSET', KEYS[1], 'state', 'disabled', 'disabled_at', now, 'disabled_reason', reason)
+    redis.call('INCR', KEYS[6])
+  end
+end
+redis.call('LPUSH', KEYS[5], ARGV[6])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
+return {redis.call('HGET', KEYS[1], 'state'), owned and 1 or 0}
+"""
+
+
+def event_time(event_id: str) -> str:
+    """The change's time (RFC 3339) from its stream ID: the body's ``timestamp``, same on every attempt."""
+    parsed = streamids.parse(event_id)
+    ms = parsed[0] if parsed else 0
+    return timefmt.rfc3339(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One delivery: a change for one subscription. ``attempts`` counts attempts already made."""
+
+    sub_id: str
+    id: str
+    slug: str
+    event_id: str
+    type: str
+    body: str
+    attempts: int = 0
+
+    @classmethod
+    def for_change(cls, sub_id: str, slug: str, event_id: str, event_type: str, data: str) -> Job:
+        """The Standard Webhooks body ``{"type", "timestamp", "data"}``; ``data`` is embedded verbatim."""
+        body = orjson.dumps({"type": event_type, "timestamp": event_time(event_id), "data": orjson.Fragment(data)})
+        return cls(sub_id, message_id(slug, event_id, sub_id), slug, event_id, event_type, body.decode())
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, raw: str) -> Job:
+        return cls(**orjson.loads(raw))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased delivery, with the subscription's config as it is now (URL and secret included)."""
+
+    job: Job
+    lease: int
+    subscription: dict[str, Any]
+
+
+class DeliveryQueue:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._claim = redis.register_script(_CLAIM)
+        self._finish = redis.register_script(_FINISH)
+
+    def enqueue(self, jobs: list[Job], *, ack: tuple[str, str] | None = None, client: Any = None) -> Any:
+        """Queue ``jobs`` (due now). With ``ack=(stream, event_id)`` the change is acknowledged in the
+        same script and nothing is queued if it already was, nor any delivery already known; without
+        it (a replay) queued deliveries restart at attempt 1 and leased ones are left alone.
+        ``client`` may be a pipeline (await the call to queue it; the result comes from ``execute``)."""
+        args: list[Any] = ["ack" if ack else "replay", whkeys.GROUP, ack[1] if ack else ""]
+        for job in jobs:
+            args += [job.sub_id, job.id, job.to_json()]
+        stream_keys = [whkeys.ACTIVE, ack[0]] if ack else [whkeys.ACTIVE]
+        return self._enqueue(keys=stream_keys, args=args, client=client)
+
+    async def claim(self, *, limit: int, per_subscription: int, lease_ms: int) -> tuple[int, int | None, list[Claim]]:
+        """Lease up to ``limit`` due deliveries. Returns (Redis time ms, earliest due ms or None, claims)."""
+        now, next_due, taken = await self._claim(
+            keys=[whkeys.ACTIVE], args=[lease_ms, limit, per_subscription, random.randrange(1 << 30)])
+        claims = [Claim(Job.from_json(raw), int(lease), orjson.loads(doc)) for _sub, _id, raw, lease, doc in taken]
+        return int(now), (int(next_due) if int(next_due) >= 0 else None), claims
+
+    async def finish(self, claim: Claim, outcome: str, *, log_entry: dict[str, Any] | None = None,
+                     retry_ms: int = 0, error: str = "", log_size: int = 200, disable_after_ms: int = 0,
+                     disable_reason: str = "") -> str | None:
+        """Record an attempt's outcome (see ``_FINISH``); ``release`` hands the delivery back untried.
+        Returns the subscription's state afterwards (None if it was deleted)."""
+        job = claim.job
+        retry_job = Job(**{**asdict(job), "attempts": job.attempts + 1}).to_json() if outcome == "retrying" else ""
+        sub = job.sub_id
+        state, _owned = await self._finish(
+            keys=[whkeys.sub(sub), whkeys.queue(sub), whkeys.leases(sub), whkeys.jobs(sub), whkeys.log(sub),
+                  whkeys.VERSION],
+            args=[job.id, claim.lease, outcome, retry_ms, retry_job,
+                  orjson.dumps(log_entry or {}).decode(), log_size, disable_after_ms, error, disable_reason],
+        )
+        return None if state == "deleted" else state
