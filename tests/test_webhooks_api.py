@@ -83,7 +83,7 @@ def test_admin_only(strict: Api, redis_server: RedisServer) -> None:
 def test_lifecycle(service_factory, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     """Create (secret once), list, get, patch (disable, re-enable, change), deliveries, replay, delete."""
     serve: Service = service_factory("serve", "--no-dispatcher", env={
-        "LIVEBLOG_REDIS_URL": private_db(redis_server, DB + 1)})  # loopback allowed (test default)
+        "LIVEBLOG_REDIS_URL": private_db(redis_server, DB - 1)})  # loopback allowed (test default)
     api = Api(serve.url)
     try:
         slug = api.blog()
