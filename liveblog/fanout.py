@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import uuid
 from collections import deque
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_MS = 15_000
 READ_COUNT = 1_000
+TICK = 0.5  # seconds between housekeeping passes (send timeouts, shutdown)
 
 
 def encode_event(sid: str, event_type: str, data: str) -> bytes:
@@ -35,32 +37,48 @@ HEARTBEAT = b": keep-alive\n\n"
 
 
 class Subscriber:
-    """One SSE client: a bounded buffer of encoded frames and a way to wake its sender."""
+    """One SSE client: a bounded buffer of encoded frames, a way to wake its sender, and why it ended.
 
-    __slots__ = ("_waiter", "buffer", "limit", "overflowed", "slug")
+    ``closed`` is set once, by whoever ends the stream: the hub (buffer overflow, send timeout, server
+    shutdown) or the response (client disconnect). ``sending`` is the loop time at which the sender
+    started a write that has not returned yet (0.0 when idle): the hub's housekeeping uses it to cut
+    off a client that stopped reading, without a timer per write.
+    """
+
+    __slots__ = ("_waiter", "buffer", "closed", "limit", "sending", "slug", "task")
 
     def __init__(self, slug: str, limit: int) -> None:
         self.slug = slug
         self.limit = limit
         self.buffer: deque[tuple[streamids.StreamId | None, bytes]] = deque()
-        self.overflowed = False
+        self.closed: str | None = None
+        self.sending = 0.0
+        self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, sid: streamids.StreamId | None, frame: bytes) -> None:
-        if self.overflowed:
+        if self.closed:
             return
         if len(self.buffer) >= self.limit:
-            self.overflowed = True
+            self.closed = "overflow"
             metrics.SSE_CUT_OFF.inc()
         else:
             self.buffer.append((sid, frame))
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = reason
+            self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def wait(self) -> None:
-        """Return when there is something to send (or the subscriber was cut off)."""
-        if self.buffer or self.overflowed:
+        """Return when there is something to send (or the stream has ended)."""
+        if self.buffer or self.closed:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -68,14 +86,31 @@ class Subscriber:
         finally:
             self._waiter = None
 
+    def take(self, last: streamids.StreamId | None) -> tuple[bytes, streamids.StreamId | None]:
+        """Everything buffered as one write, minus frames at or below ``last`` (already sent during
+        the catch-up); returns it with the new last stream ID sent."""
+        frames = []
+        buffer = self.buffer
+        while buffer:
+            sid, frame = buffer.popleft()
+            if sid is not None:
+                if last is not None and sid <= last:
+                    continue
+                last = sid
+            frames.append(frame)
+        return b"".join(frames), last
+
 
 class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
-    def __init__(self, redis_url: str, *, buffer: int = 256, heartbeat: float = 15.0) -> None:
+    def __init__(self, redis_url: str, *, buffer: int = 256, heartbeat: float = 15.0,
+                 send_timeout: float = 10.0) -> None:
         self.redis_url = redis_url
         self.buffer = buffer
         self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.closing = False
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.cursors: dict[str, str] = {}
         self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -87,9 +122,10 @@ class Hub:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._read_loop(), name="fanout-reader"),
-                       asyncio.create_task(self._heartbeat_loop(), name="fanout-heartbeat")]
+                       asyncio.create_task(self._housekeeping_loop(), name="fanout-housekeeping")]
 
     async def stop(self) -> None:
+        self.close_all("shutdown")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -113,6 +149,8 @@ class Hub:
         after this) covers everything up to there, so there is no gap between the two.
         """
         sub = Subscriber(slug, self.buffer)
+        if self.closing:
+            sub.close("shutdown")
         self.subscribers.setdefault(slug, set()).add(sub)
         metrics.SSE_CLIENTS.inc()
         if slug not in self.cursors:
@@ -150,7 +188,7 @@ class Hub:
             parsed = streamids.parse(sid)
             for sub in tuple(subs):
                 sub.offer(parsed, frame)
-                if sub.overflowed:
+                if sub.closed:
                     self.unsubscribe(sub)
             metrics.SSE_EVENTS_SENT.inc(len(subs))
 
@@ -180,12 +218,52 @@ class Hub:
                 else:
                     self._dispatch(keys.slug_of_stream(stream_key), items)
 
-    async def _heartbeat_loop(self) -> None:
-        """A comment to every client at a fixed interval, encoded once, to keep proxies open."""
+    def close_all(self, reason: str) -> None:
+        """End every local stream (their responses finish cleanly) and refuse new ones."""
+        self.closing = True
+        for subs in tuple(self.subscribers.values()):
+            for sub in tuple(subs):
+                sub.close(reason)
+                self.unsubscribe(sub)
+
+    async def _housekeeping_loop(self) -> None:
+        """Heartbeats, send timeouts and the server's shutdown, for every client in one pass.
+
+        A heartbeat comment goes to every client at least every ``heartbeat`` seconds, encoded once.
+        A client whose write has not returned for ``send_timeout`` seconds (it stopped reading and the
+        server's buffers are full) is cut off. And because uvicorn waits for open responses to finish
+        before it runs the lifespan shutdown, while an event stream never finishes by itself, the hub
+        ends every stream as soon as the server starts to exit.
+        """
+        loop = asyncio.get_running_loop()
+        tick = min(TICK, self.heartbeat, self.send_timeout)
+        next_beat = loop.time() + self.heartbeat
         while True:
-            await asyncio.sleep(self.heartbeat)
+            await asyncio.sleep(max(0.0, min(tick, next_beat - loop.time())))
+            if not self.closing and _server_exiting():
+                self.close_all("shutdown")
+            now = loop.time()
+            beat = now >= next_beat
+            if beat:
+                next_beat = now + self.heartbeat
+            late = now - self.send_timeout
             for subs in tuple(self.subscribers.values()):
                 for sub in tuple(subs):
-                    sub.offer(None, HEARTBEAT)
-                    if sub.overflowed:
+                    if sub.sending and sub.sending < late:
+                        self._time_out(sub)
+                    elif beat:
+                        sub.offer(None, HEARTBEAT)
+                    if sub.closed:
                         self.unsubscribe(sub)
+
+    def _time_out(self, sub: Subscriber) -> None:
+        sub.close("send timeout")
+        metrics.SSE_CUT_OFF.inc()
+        if sub.task is not None:
+            sub.task.cancel()
+
+
+def _server_exiting() -> bool:
+    """True once uvicorn has been asked to exit (its SIGTERM handler is a method of its Server)."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
