@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 POOL_SIZE = 50
 
 
 def pool_client(url: str, *, max_connections: int = POOL_SIZE) -> aioredis.Redis:
+    """The shared client. A pooled connection that died with a Redis restart is replaced and the
+    command retried (twice, quickly) instead of failing the first request after the restart; while
+    Redis stays down, commands still fail fast and the API answers 503."""
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -23,6 +29,8 @@ def pool_client(url: str, *, max_connections: int = POOL_SIZE) -> aioredis.Redis
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError],
     )
     return aioredis.Redis(connection_pool=pool)
 
