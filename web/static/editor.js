@@ -335,16 +335,17 @@
     $("ed-blog-title").textContent = blog.title;
   }
 
-  $("ed-status-toggle").addEventListener("click", async (event) => {
+  $("ed-status-toggle").addEventListener("click", async () => {
     const ending = blog.status === "live";
     if (ending && !window.confirm(L.confirm_end)) return;
-    event.currentTarget.disabled = true;
+    const button = $("ed-status-toggle");
+    button.disabled = true;
     try {
       showBlog(await call("PATCH", config.api, { status: ending ? "ended" : "live" }));
     } catch (error) {
       window.alert(failure(error));
     } finally {
-      event.currentTarget.disabled = false;
+      button.disabled = false;
     }
   });
 
