@@ -151,6 +151,15 @@
     previewTurn.set(target, { turn, timer });
   }
 
+  /** Drops a pending or in-flight preview for `target` (an edit was saved or cancelled). */
+  function cancelPreview(target) {
+    const pending = previewTurn.get(target);
+    if (pending) {
+      clearTimeout(pending.timer);
+      previewTurn.set(target, { turn: pending.turn + 1 });
+    }
+  }
+
   function showTitle(element, title) {
     element.textContent = title || "";
     element.hidden = !title;
@@ -255,6 +264,8 @@
     showMore(await loadPage(nextPage));
   });
 
+  const patchEntry = async (id, changes) => upsert(await call("PATCH", `${config.api}/entries/${id}`, changes));
+
   async function act(item, work) {
     const error = item.querySelector('[data-field="error"]');
     say(error, "");
@@ -267,8 +278,6 @@
       item.querySelectorAll("button").forEach((button) => { button.disabled = false; });
     }
   }
-
-  const patchEntry = async (id, changes) => upsert(await call("PATCH", `${config.api}/entries/${id}`, changes));
 
   function startEditing(item, entry) {
     if (item.querySelector("form.ed-edit")) return;
@@ -283,13 +292,13 @@
       schedulePreview(form.elements.body.value, body);
     };
     const stop = () => {
+      cancelPreview(body);
       form.remove();
       paint(item, entries.get(entry.id) || entry);
       item.querySelector('[data-action="edit"]').focus();
     };
     const save = () => act(item, async () => {
-      const changes = { body: form.elements.body.value, title: form.elements.title.value.trim() || null };
-      upsert(await call("PATCH", `${config.api}/entries/${entry.id}`, changes));
+      await patchEntry(entry.id, { body: form.elements.body.value, title: form.elements.title.value.trim() || null });
       stop();
     });
     form.addEventListener("input", refresh);
