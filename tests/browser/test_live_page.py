@@ -187,3 +187,17 @@ async def test_hostile_html_never_runs_on_the_page(page: Page, api: Any, blog: s
     await page.reload()  # the same update, server-rendered this time
     await expect(article.locator(".lb-author")).to_have_text("Mallory")
     await inert()
+
+
+async def test_older_updates_load_on_demand_even_after_an_old_pinned_one_is_unpinned(page: Page, api: Any,
+                                                                                    blog: str) -> None:
+    ids = [(await api.create(blog, body=f"Numero {n}", pinned=n == 0))["id"] for n in range(22)]
+    await open_live(page, blog)
+    assert await shown_ids(page) == [ids[0], *ids[:1:-1]]  # pinned, then the 20 newest
+    await api.edit(blog, ids[0], pinned=False)  # now it belongs to the page not loaded yet
+    await expect(page.locator(f"#aggiornamento-{ids[0]}")).to_have_count(0)
+    await page.get_by_role("link", name="Carica aggiornamenti precedenti").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(f"#aggiornamento-{ids[0]}")).to_be_attached()
+    assert await shown_ids(page) == ids[::-1]
+    await expect(page.get_by_role("link", name="Carica aggiornamenti precedenti")).to_have_count(0)

@@ -174,6 +174,14 @@
     var el = document.getElementById("aggiornamento-" + e.id);
     if (el) {
       var moves = (el.dataset.pinned === "1") !== !!e.pinned;
+      if (moves && !e.pinned && nextUrl && isOlderThanLoaded(e)) {
+        // Unpinned, it belongs among updates not loaded yet: it comes back with its older page,
+        // so "load older" (which pages from the oldest update shown) skips nothing.
+        keepPosition(function () { el.remove(); }, el);
+        versions.delete(e.id);
+        updateEmpty();
+        return;
+      }
       keepPosition(function () {
         fill(el, e);
         if (moves) place(el);
