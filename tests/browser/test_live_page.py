@@ -201,3 +201,22 @@ async def test_older_updates_load_on_demand_even_after_an_old_pinned_one_is_unpi
     await expect(page.locator(f"#aggiornamento-{ids[0]}")).to_be_attached()
     assert await shown_ids(page) == ids[::-1]
     await expect(page.get_by_role("link", name="Carica aggiornamenti precedenti")).to_have_count(0)
+
+
+async def test_the_embed_is_live_too(page: Page, api: Any, blog: str) -> None:
+    await open_live(page, blog, "/embed")
+    entry = await api.create(blog, body="Anche nel riquadro del partner")
+    await expect(page.locator(f"#aggiornamento-{entry['id']} .lb-body")).to_have_text("Anche nel riquadro del partner")
+    permalink = page.locator(f"#aggiornamento-{entry['id']} .lb-time")
+    await expect(permalink).to_have_attribute("href", entry["url"])  # leads to the full page
+
+
+async def test_without_javascript_the_page_still_shows_the_updates(new_context: Any, server: Any, api: Any,
+                                                                  blog: str) -> None:
+    ids = [(await api.create(blog, body=f"Senza script {n}"))["id"] for n in range(21)]
+    page = await (await new_context(base_url=server.url, java_script_enabled=False)).new_page()
+    await page.goto(f"/blogs/{blog}")
+    assert await shown_ids(page) == ids[:0:-1]
+    await page.get_by_role("link", name="Carica aggiornamenti precedenti").click()
+    await expect(page).to_have_url(f"{server.url}/blogs/{blog}?before={ids[1]}")
+    assert await shown_ids(page) == [ids[0]]
