@@ -48,13 +48,14 @@ class Channel:
     is cut off (it resumes with ``Last-Event-ID``). So a slow reader costs no memory of its own.
     """
 
-    __slots__ = ("_changed", "closed", "first", "frames", "readers", "slug")
+    __slots__ = ("_changed", "closed", "first", "frames", "readers", "slug", "writing")
 
     def __init__(self, slug: str, limit: int) -> None:
         self.slug = slug
         self.frames: deque[tuple[streamids.StreamId | None, bytes]] = deque(maxlen=limit)
         self.first = 0  # position of frames[0] in the channel's history
         self.readers: set[Subscriber] = set()
+        self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
         self.closed = False
         self._changed: asyncio.Future[None] | None = None
 
@@ -98,7 +99,8 @@ class Subscriber:
     shutdown) or the response (client disconnect). ``sending`` is the loop time at which the sender
     started a write that has not returned yet (0.0 when idle): the hub's housekeeping uses it to cut
     off a client that stopped reading, without a timer per write. ``task`` is the sender's task, which
-    the hub cancels only while it is stuck in such a write.
+    the hub cancels only while it is stuck in such a write. Only such stuck readers can fall behind
+    unnoticed, so only they (``Channel.writing``) are checked at each publication.
     """
 
     __slots__ = ("channel", "closed", "cursor", "sending", "task")
@@ -113,6 +115,16 @@ class Subscriber:
     @property
     def slug(self) -> str:
         return self.channel.slug
+
+    def begin_write(self) -> None:
+        """Called just before each write. A write normally returns at once; one that is still
+        pending when any other code runs is stuck, which is what the hub looks for."""
+        self.sending = asyncio.get_running_loop().time()
+        self.channel.writing.add(self)
+
+    def end_write(self) -> None:
+        self.sending = 0.0
+        self.channel.writing.discard(self)
 
     def idle(self) -> bool:
         """Nothing to send yet and the stream goes on: the sender should ``await
@@ -230,9 +242,16 @@ class Hub:
         for sid, fields in items:
             self.cursors[slug] = sid
             if channel is not None:
-                channel.publish(streamids.parse(sid),
-                                encode_event(sid, fields.get("type", "message"), fields.get("data", "{}")))
+                self._publish(channel, streamids.parse(sid),
+                              encode_event(sid, fields.get("type", "message"), fields.get("data", "{}")))
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
+
+    def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes) -> None:
+        """Publish, then cut off the stuck readers that the new frame left behind the history."""
+        channel.publish(sid, frame)
+        if channel.writing:
+            for sub in [s for s in channel.writing if s.cursor < channel.first]:
+                self._cut(sub, "overflow")
 
     async def _read_loop(self) -> None:
         backoff = 0.1
@@ -279,11 +298,11 @@ class Hub:
         self.unsubscribe(sub)
 
     async def _housekeeping_loop(self) -> None:
-        """Heartbeats, send timeouts, readers fallen behind and the server's shutdown, in one pass.
+        """Heartbeats, send timeouts and the server's shutdown.
 
         A heartbeat comment goes to every channel at least every ``heartbeat`` seconds. A client
         whose write has not returned for ``send_timeout`` seconds (it stopped reading and the
-        buffers are full), or that fell behind its channel's history, is cut off. And because
+        buffers are full) is cut off. And because
         uvicorn waits for open responses to finish before it runs the lifespan shutdown, while an
         event stream never finishes by itself, the hub ends every stream once the server exits.
         """
@@ -301,12 +320,9 @@ class Hub:
             late = now - self.send_timeout
             for channel in tuple(self.channels.values()):
                 if beat:
-                    channel.publish(None, HEARTBEAT)
-                for sub in tuple(channel.readers):
-                    if sub.sending and sub.sending < late:
-                        self._cut(sub, "send timeout")
-                    elif sub.cursor < channel.first or sub.closed:
-                        self._cut(sub, sub.closed or "overflow")
+                    self._publish(channel, None, HEARTBEAT)
+                for sub in [s for s in channel.writing if s.sending < late]:
+                    self._cut(sub, "send timeout")
 
 
 def _tune_gc() -> None:

@@ -122,9 +122,11 @@ class EventStream:
 
 
 async def _send(send: Send, sub: Subscriber, data: bytes, more: bool = True) -> None:
-    sub.sending = asyncio.get_running_loop().time()
-    await send({"type": "http.response.body", "body": data, "more_body": more})
-    sub.sending = 0.0
+    sub.begin_write()
+    try:
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+    finally:
+        sub.end_write()
 
 
 async def _until_disconnect(receive: Receive, hub: Hub, sub: Subscriber) -> None:
