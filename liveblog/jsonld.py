@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from liveblog.render import plain_text
+from liveblog.render import html_text
 
 # Search engines read a bounded list; the newest updates are the ones that matter.
 MAX_UPDATES = 100
@@ -23,7 +23,7 @@ def _headline(entry: dict[str, Any], text: str) -> str:
 
 
 def _update(entry: dict[str, Any]) -> dict[str, Any]:
-    text = plain_text(entry["body_html"])
+    text = html_text(entry["body_html"])
     item: dict[str, Any] = {
         "@type": "BlogPosting",
         "@id": entry["url"],

@@ -7,6 +7,7 @@ script, event handler, ``javascript:`` URL or style.
 from __future__ import annotations
 
 import html
+import re
 
 import nh3
 from markdown_it import MarkdownIt
@@ -40,3 +41,11 @@ def render_body(source: str) -> str:
 def plain_text(source: str) -> str:
     """Titles and names: no markup at all, entities escaped by the templates/JSON later."""
     return html.unescape(nh3.clean(source, tags=set())).strip()
+
+
+_BLOCK_BOUNDARY = re.compile(r"<(?=/?(?:p|br|li|h[1-6]|div|blockquote|pre|tr|td|th|figcaption)\b)", re.IGNORECASE)
+
+
+def html_text(body_html: str) -> str:
+    """Readable text of rendered HTML (for JSON-LD and feed titles): blocks separated, spaces folded."""
+    return " ".join(plain_text(_BLOCK_BOUNDARY.sub(" <", body_html)).split())

@@ -8,7 +8,6 @@ unlike the entries' own timestamps it also moves when an entry is deleted.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import streamids, timefmt
-from liveblog.render import plain_text
+from liveblog.render import html_text
 from liveblog.store import Store
 
 FEED_SIZE = 50
@@ -35,7 +34,6 @@ JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # Ids are URNs derived from the blog's slug and creation time, not from the public URL, so moving
 # the service to another host does not make every feed reader show every update again.
 _ID_NAMESPACE = uuid.UUID("0b5e7c1e-4a0f-5d3c-9a39-6c1b2f0f4e11")
-_BLOCK_TAG = re.compile(r"<(?=/?(?:p|br|li|h[1-6]|div|blockquote|pre|tr|td|th|figcaption)\b)", re.IGNORECASE)
 _UNTITLED = {"it": "Aggiornamento delle {}", "en": "Update at {}"}
 
 
@@ -74,7 +72,7 @@ def entry_title(entry: dict[str, Any], language: str) -> str:
     """The entry's title, else its first words, else "Aggiornamento delle 14.25"."""
     if entry.get("title"):
         return entry["title"]
-    words = plain_text(_BLOCK_TAG.sub(" <", entry["body_html"])).split()
+    words = html_text(entry["body_html"]).split()
     if words:
         return " ".join(words[:TITLE_WORDS]) + ("…" if len(words) > TITLE_WORDS else "")
     return _UNTITLED.get(language, _UNTITLED["it"]).format(entry["time_label"])
