@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+Num = TypeVar("Num", int, float)
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -19,24 +22,16 @@ def _floats(raw: str) -> tuple[float, ...]:
     return values
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
+def _number(env: dict[str, str], name: str, default: Num) -> Num:
+    """``env[name]`` parsed as the type of ``default``; unset or empty gives ``default``."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return type(default)(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        raise ValueError(f"{name} must be {'an integer' if isinstance(default, int) else 'a number'}, "
+                         f"got {raw!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -81,16 +76,16 @@ class Settings:
             data_dir=Path(env.get("LIVEBLOG_DATA_DIR") or ".liveblog"),
             admin_token=env.get("LIVEBLOG_ADMIN_TOKEN") or None,
             public_url=(env.get("LIVEBLOG_PUBLIC_URL") or "").rstrip("/") or None,
-            stream_maxlen=_int(env, "LIVEBLOG_STREAM_MAXLEN", 10_000),
-            max_body_bytes=_int(env, "LIVEBLOG_MAX_BODY_BYTES", 256 * 1024),
-            client_buffer=_int(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256),
-            heartbeat_seconds=_float(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0),
+            stream_maxlen=_number(env, "LIVEBLOG_STREAM_MAXLEN", 10_000),
+            max_body_bytes=_number(env, "LIVEBLOG_MAX_BODY_BYTES", 256 * 1024),
+            client_buffer=_number(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256),
+            heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0),
             retry_schedule=_floats(schedule) if schedule else DEFAULT_RETRY_SCHEDULE,
             allowed_networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-            webhook_timeout_seconds=_float(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0),
-            webhook_disable_after_seconds=_float(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
-            webhook_claim_idle_seconds=_float(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0),
-            webhook_concurrency=_int(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 64),
-            webhook_concurrency_per_subscription=_int(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
-            webhook_log_size=_int(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
+            webhook_timeout_seconds=_number(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0),
+            webhook_disable_after_seconds=_number(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
+            webhook_claim_idle_seconds=_number(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0),
+            webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 64),
+            webhook_concurrency_per_subscription=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
+            webhook_log_size=_number(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
         )
