@@ -190,6 +190,10 @@ class Api:
     def __init__(self, base_url: str) -> None:
         self.http = httpx.Client(base_url=base_url, headers=admin(), timeout=30)
 
+    def close(self) -> None:
+        """Close the keep-alive connection (a server shutting down waits for open connections)."""
+        self.http.close()
+
     def check(self, response: httpx.Response, status: int) -> Any:
         assert response.status_code == status, f"{response.status_code}: {response.text}"
         return response.json() if response.content else None

@@ -21,7 +21,9 @@ def strict(service_factory, redis_server: RedisServer) -> Iterator[Api]:  # type
     """A serve with no allow-list: the production default, every internal address refused."""
     serve: Service = service_factory("serve", "--no-dispatcher", env={
         "LIVEBLOG_REDIS_URL": private_db(redis_server, DB), "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": ""})
-    yield Api(serve.url)
+    api = Api(serve.url)
+    yield api
+    api.close()
     serve.stop()
 
 
@@ -117,4 +119,5 @@ def test_lifecycle(service_factory, redis_server: RedisServer) -> None:  # type:
         assert_problem(api.http.delete(f"/api/webhooks/{sub_id}"), 404)
         assert_problem(api.http.get("/api/webhooks/../../lb:tokens"), 404)
     finally:
+        api.close()
         serve.stop()

@@ -26,7 +26,9 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="module")
 def api(service_factory, redis_url: str) -> Iterator[Api]:  # type: ignore[no-untyped-def]
     serve: Service = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_REDIS_URL": redis_url})
-    yield Api(serve.url)
+    api = Api(serve.url)
+    yield api
+    api.close()
     serve.stop()
 
 

@@ -31,7 +31,9 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="module")
 def api(service_factory, redis_url: str) -> Iterator[Api]:  # type: ignore[no-untyped-def]
     serve: Service = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_REDIS_URL": redis_url})
-    yield Api(serve.url)
+    api = Api(serve.url)
+    yield api
+    api.close()
     serve.stop()
 
 
@@ -99,7 +101,7 @@ def test_disabled_after_a_period_without_success_and_reenabled(api: Api, workers
 
 
 def test_sigkill_mid_delivery_is_delivered_by_another_worker(api: Api, workers: StartWorker) -> None:
-    slow_enough = {**FAST, "LIVEBLOG_WEBHOOK_TIMEOUT": "5"}  # the held attempt must outlive the kill
+    slow_enough = {**FAST, "LIVEBLOG_WEBHOOK_TIMEOUT": "3"}  # the held attempt must outlive the kill
     first = workers(**slow_enough)
     slug = api.blog()
     with Receiver(sequence(Reply(hang=True))) as receiver:
@@ -207,8 +209,8 @@ def test_connect_time_ssrf_refusal(api: Api, workers: StartWorker) -> None:
 
 def test_serve_runs_the_dispatcher(service_factory, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     serve: Service = service_factory("serve", env={"LIVEBLOG_REDIS_URL": private_db(redis_server, DB + 1)})
+    api = Api(serve.url)
     try:
-        api = Api(serve.url)
         slug = api.blog()
         with Receiver() as receiver:
             sub = api.subscribe(receiver.url, [slug])
@@ -216,4 +218,5 @@ def test_serve_runs_the_dispatcher(service_factory, redis_server: RedisServer) -
             (request,) = receiver.wait_count(1)
         assert request.verify(sub["secret"])["data"]["id"] == entry["id"]
     finally:
+        api.close()
         serve.stop()

@@ -58,6 +58,8 @@ class Dispatcher:
         self.http = guarded_client(policy, timeout=settings.webhook_timeout_seconds,
                                    max_connections=settings.webhook_concurrency)
         self.http.headers["User-Agent"] = f"liveblog-webhooks/1 (+{self.public_url})"
+        # httpx logs every request at INFO; the delivery log is the record of attempts.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.queue = DeliveryQueue(self.redis)
         self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
                              consumer=self.consumer, claim_idle_seconds=settings.webhook_claim_idle_seconds,
@@ -77,10 +79,12 @@ class Dispatcher:
             await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
         for task in self._inflight:
             task.cancel()
-        await asyncio.gather(*self._inflight, return_exceptions=True)
-        await self.http.aclose()
-        await self.reader.aclose()
-        await self.redis.aclose()
+        if self._inflight:  # each releases its delivery (bounded); never wait forever on shutdown
+            await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
+        for close in (self.http.aclose, self.reader.aclose, self.redis.aclose):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_GRACE_SECONDS):
+                    await close()
 
     async def _send_loop(self) -> None:
         backoff = 0.1
