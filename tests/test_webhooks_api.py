@@ -110,6 +110,7 @@ def test_lifecycle(service_factory, redis_server: RedisServer) -> None:  # type:
         assert api.deliveries(sub_id) == []
         assert_problem(api.http.post(f"/api/webhooks/{sub_id}/replay", json={"since_event_id": "yesterday"}),
                        422, "since_event_id")
+        assert_problem(api.http.post(f"/api/webhooks/{sub_id}/replay", json={"since": "0"}), 422, "since_event_id")
         replayed = api.check(api.http.post(f"/api/webhooks/{sub_id}/replay", json={"since_event_id": "0"}), 202)
         assert replayed["queued"] == 0  # no entry.deleted in that blog
 

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
 from liveblog.webapp.inputs import json_object, query_int
+from liveblog.webapp.problems import Problem
 from liveblog.webhooks.queue import DeliveryQueue
 from liveblog.webhooks.replay import replay
 from liveblog.webhooks.ssrf import AddressPolicy
@@ -64,6 +65,8 @@ async def list_deliveries(request: Request) -> Response:
 async def replay_deliveries(request: Request) -> Response:
     await require(request, "admin")
     fields = await json_object(request)
+    if set(fields) != {"since_event_id"}:
+        raise Problem(422, "send exactly {\"since_event_id\": \"<change ID>\"} (\"0\" replays all that is kept)")
     sub, _ = await _subscriptions(request).load(request.path_params["sub_id"])
     result = await replay(request.app.state.store, DeliveryQueue(request.app.state.redis), sub,
                           fields.get("since_event_id"))
