@@ -10,8 +10,9 @@ import re
 from collections.abc import Iterator
 
 import pytest
+import redis
 
-from tests.conftest import RedisServer, Service
+from tests.conftest import RedisServer, Service, wait_until
 from tests.receivers import Api, Receiver, Reply, private_db, sequence
 
 DB = 12
@@ -105,6 +106,22 @@ def test_client_error_is_retried_then_failed_and_replay_resends(api: Api, worker
     assert requests[4].webhook_id == requests[0].webhook_id
     log = api.wait_deliveries(sub["id"], lambda d: d[0]["outcome"] == "delivered")
     assert log[0]["attempt"] == 1
+    # The secret is in no log: neither the delivery log nor the worker's own output.
+    assert sub["secret"] not in api.http.get(f"/api/webhooks/{sub['id']}/deliveries").text
+    assert sub["secret"] not in worker.log_path.read_text() and sub["secret"][6:] not in worker.log_path.read_text()
+
+
+def test_redirects_are_not_followed_and_answers_are_capped(api: Api, worker: Service) -> None:
+    slug = api.blog()
+    with Receiver() as elsewhere, Receiver() as receiver:
+        receiver.behaviour = sequence(Reply(307, headers={"Location": elsewhere.url}),
+                                      then=Reply(200, body=b"x" * 2_000_000))
+        sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
+        api.entry(slug)
+        log = api.wait_deliveries(sub["id"], lambda d: any(e["outcome"] == "delivered" for e in d))
+        assert elsewhere.requests == []
+    assert [(e["status"], e["outcome"]) for e in reversed(log)] == [(307, "retrying"), (200, "delivered")]
+    assert log[0]["response"] == "x" * 500  # a capped excerpt of a 2 MB answer
 
 
 def test_timeout_then_success(api: Api, worker: Service) -> None:
@@ -128,7 +145,21 @@ def test_connection_refused_is_retried_then_failed(api: Api, worker: Service) ->
     assert len(log) == 4 and all(e["status"] is None and "connection failed" in e["error"] for e in log)
 
 
-def test_410_disables_and_admin_reenables(api: Api, worker: Service) -> None:
+def wait_fanned_out(redis_url: str, slug: str) -> None:
+    """Until the dispatchers have taken every change of the blog (read and acknowledged)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    stream = f"lb:{{{slug}}}:stream"
+    newest = client.xrevrange(stream, count=1)[0][0]
+
+    def done() -> bool:
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+        group = groups.get("webhooks")
+        return bool(group) and group["last-delivered-id"] == newest and group["pending"] == 0
+
+    wait_until(done, timeout=30, what=f"the dispatcher to take every change of {slug}")
+
+
+def test_410_disables_and_admin_reenables(api: Api, worker: Service, redis_url: str) -> None:
     slug = api.blog()
     with Receiver(sequence(Reply(410))) as receiver:
         sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
@@ -137,7 +168,8 @@ def test_410_disables_and_admin_reenables(api: Api, worker: Service) -> None:
         shown = api.subscription(sub["id"])
         assert shown["state"] == "disabled" and "410" in shown["disabled_reason"]
         api.entry(slug, "mentre è disattivato")
-        assert receiver.requests and len(receiver.requests) == 1
+        wait_fanned_out(redis_url, slug)
+        assert len(receiver.requests) == 1
         enabled = api.check(api.http.patch(f"/api/webhooks/{sub['id']}", json={"state": "active"}), 200)
         assert enabled["state"] == "active" and enabled["disabled_reason"] is None
         assert enabled["consecutive_failures"] == 0
