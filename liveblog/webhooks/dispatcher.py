@@ -118,6 +118,8 @@ class Dispatcher:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._wake.set()  # a slot (and a per-subscription lease) is free
+        if not task.cancelled() and task.exception() is not None:  # its lease expires; it is tried again
+            log.error("webhook delivery task failed", exc_info=task.exception())
 
     async def _deliver(self, claim: Claim) -> None:
         job, sub, settings = claim.job, claim.subscription, self.settings
