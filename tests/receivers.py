@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -26,7 +26,7 @@ import httpx
 import redis
 from standardwebhooks import Webhook
 
-from tests.conftest import RedisServer, admin, free_port
+from tests.conftest import RedisServer, Service, admin, free_port
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,20 @@ class Receiver:
                      .encode() + reply.body)
         await writer.drain()
         return True
+
+
+@contextlib.contextmanager
+def serving(service_factory: Callable[..., Service], redis_url: str, *, dispatcher: bool = False,
+            env: dict[str, str] | None = None) -> Iterator[Api]:
+    """A `liveblog serve` on ``redis_url`` and a client for it, both closed afterwards."""
+    flags = () if dispatcher else ("--no-dispatcher",)
+    serve = service_factory("serve", *flags, env={"LIVEBLOG_REDIS_URL": redis_url, **(env or {})})
+    api = Api(serve.url)
+    try:
+        yield api
+    finally:
+        api.close()
+        serve.stop()
 
 
 def private_db(redis_server: RedisServer, db: int) -> str:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import JSON, RedisServer, Service
-from tests.receivers import Api, private_db
+from tests.conftest import JSON, RedisServer
+from tests.receivers import Api, private_db, serving
 
 DB = 11
 
@@ -19,12 +19,8 @@ DB = 11
 @pytest.fixture(scope="module")
 def strict(service_factory, redis_server: RedisServer) -> Iterator[Api]:  # type: ignore[no-untyped-def]
     """A serve with no allow-list: the production default, every internal address refused."""
-    serve: Service = service_factory("serve", "--no-dispatcher", env={
-        "LIVEBLOG_REDIS_URL": private_db(redis_server, DB), "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": ""})
-    api = Api(serve.url)
-    yield api
-    api.close()
-    serve.stop()
+    with serving(service_factory, private_db(redis_server, DB), env={"LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": ""}) as api:
+        yield api
 
 
 def assert_problem(response: httpx.Response, status: int, *fragments: str) -> None:
@@ -84,10 +80,8 @@ def test_admin_only(strict: Api, redis_server: RedisServer) -> None:
 
 def test_lifecycle(service_factory, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     """Create (secret once), list, get, patch (disable, re-enable, change), deliveries, replay, delete."""
-    serve: Service = service_factory("serve", "--no-dispatcher", env={
-        "LIVEBLOG_REDIS_URL": private_db(redis_server, DB - 1)})  # loopback allowed (test default)
-    api = Api(serve.url)
-    try:
+    # Loopback is allowed here (the test default), so the target below is accepted.
+    with serving(service_factory, private_db(redis_server, DB - 1)) as api:
         slug = api.blog()
         created = api.subscribe("http://127.0.0.1:9/hook", [slug], events=["entry.created"], description="Partner")
         sub_id = created["id"]
@@ -119,6 +113,3 @@ def test_lifecycle(service_factory, redis_server: RedisServer) -> None:  # type:
             assert_problem(api.http.get(path), 404)
         assert_problem(api.http.delete(f"/api/webhooks/{sub_id}"), 404)
         assert_problem(api.http.get("/api/webhooks/../../lb:tokens"), 404)
-    finally:
-        api.close()
-        serve.stop()

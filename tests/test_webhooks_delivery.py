@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, Service, wait_until
-from tests.receivers import Api, Receiver, Reply, private_db, sequence
+from tests.receivers import Api, Receiver, Reply, private_db, sequence, serving
 
 DB = 12
 WORKER_ENV = {"LIVEBLOG_WEBHOOK_TIMEOUT": "1", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
@@ -26,11 +26,8 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture(scope="module")
 def api(service_factory, redis_url: str) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    serve: Service = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_REDIS_URL": redis_url})
-    api = Api(serve.url)
-    yield api
-    api.close()
-    serve.stop()
+    with serving(service_factory, redis_url) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

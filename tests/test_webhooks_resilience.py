@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, Service
-from tests.receivers import Api, Receiver, Reply, always, private_db, sequence
+from tests.receivers import Api, Receiver, Reply, always, private_db, sequence, serving
 
 DB = 13
 FAST = {"LIVEBLOG_WEBHOOK_TIMEOUT": "2", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
@@ -24,26 +24,18 @@ StartWorker = Callable[..., Service]
 
 
 @pytest.fixture(scope="module")
-def redis_url(redis_server: RedisServer) -> str:
-    return private_db(redis_server, DB)
-
-
-@pytest.fixture(scope="module")
-def api(service_factory, redis_url: str) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    serve: Service = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_REDIS_URL": redis_url})
-    api = Api(serve.url)
-    yield api
-    api.close()
-    serve.stop()
+def api(service_factory, redis_server: RedisServer) -> Iterator[Api]:  # type: ignore[no-untyped-def]
+    with serving(service_factory, private_db(redis_server, DB)) as api:
+        yield api
 
 
 @pytest.fixture
-def workers(service_factory, redis_server: RedisServer, redis_url: str, api: Api) -> Iterator[StartWorker]:  # type: ignore[no-untyped-def]
-    private_db(redis_server, DB)
+def workers(service_factory, redis_server: RedisServer, api: Api) -> Iterator[StartWorker]:  # type: ignore[no-untyped-def]
+    redis_url = private_db(redis_server, DB)  # emptied before each test
     started: list[Service] = []
 
-    def start(kind: str = "worker", **env: str) -> Service:
-        service: Service = service_factory(kind, env={"LIVEBLOG_REDIS_URL": redis_url, **env})
+    def start(**env: str) -> Service:
+        service: Service = service_factory("worker", env={"LIVEBLOG_REDIS_URL": redis_url, **env})
         started.append(service)
         return service
 
@@ -208,15 +200,9 @@ def test_connect_time_ssrf_refusal(api: Api, workers: StartWorker) -> None:
 
 
 def test_serve_runs_the_dispatcher(service_factory, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    serve: Service = service_factory("serve", env={"LIVEBLOG_REDIS_URL": private_db(redis_server, DB + 1)})
-    api = Api(serve.url)
-    try:
+    with serving(service_factory, private_db(redis_server, DB + 1), dispatcher=True) as api, Receiver() as receiver:
         slug = api.blog()
-        with Receiver() as receiver:
-            sub = api.subscribe(receiver.url, [slug])
-            entry = api.entry(slug)
-            (request,) = receiver.wait_count(1)
-        assert request.verify(sub["secret"])["data"]["id"] == entry["id"]
-    finally:
-        api.close()
-        serve.stop()
+        sub = api.subscribe(receiver.url, [slug])
+        entry = api.entry(slug)
+        (request,) = receiver.wait_count(1)
+    assert request.verify(sub["secret"])["data"]["id"] == entry["id"]
