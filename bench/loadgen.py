@@ -253,14 +253,6 @@ class LoadGen:
             await asyncio.sleep(0.1)
         return {"complete": False}
 
-    async def release_slow(self, wait: float) -> dict[str, Any]:
-        """Let the frozen readers read again: those the server cut off see their stream end."""
-        for reader in self.slow:
-            if reader.protocol is not None and reader.protocol.transport is not None:
-                reader.protocol.transport.resume_reading()
-        await asyncio.sleep(wait)
-        return {"slow": len(self.slow), "cut_off": sum(1 for r in self.slow if r.ended)}
-
     def report(self, expected: dict[str, list[str]], sent: dict[str, float]) -> dict[str, Any]:
         latencies: list[float] = []
         delivered = exact = duplicates = ended = 0

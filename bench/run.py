@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import os
 import platform
@@ -23,7 +24,8 @@ from typing import Any
 
 from bench.procs import ROOT, LoadGens, Processes
 from bench.report import Row, percentile, table
-from bench.targets import KINDS, Target, start
+from bench.targets import KINDS, LiveblogTarget, Target, start
+from liveblog.config import Settings
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE = 2.0  # seconds after the last reader connected before RSS is read
@@ -98,9 +100,13 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
             cpu = target.proc.cpu() - cpu0
             note = f"load generator CPU {gens.cpu():.1f} s"
             if slow:
-                freed = await gens.all("release_slow", wait=3.0)
-                note += f"; slow readers cut off {sum(f['cut_off'] for f in freed)}/{slow}"
-                note += f"; RSS growth {(target.proc.rss() - rss0) / 2**20:.0f} MB"
+                peak = target.proc.rss()
+                await asyncio.sleep(Settings().send_timeout_seconds + 2)
+                assert isinstance(target, LiveblogTarget)
+                cut = await target.metric("liveblog_sse_clients_cut_off_total")
+                note += (f"; frozen readers cut off by the server: {cut:.0f}/{slow}; RSS growth "
+                         f"{(peak - rss0) / 2**20:.0f} MB at the end of the updates, "
+                         f"{(target.proc.rss() - rss0) / 2**20:.0f} MB after the cut-offs")
             if connected < cfg.readers:
                 note += f"; {cfg.readers - connected:,} readers could not connect"
             if kind == "per-reader":
@@ -179,7 +185,13 @@ async def many_blogs(cfg: Config) -> list[Row]:
 
 
 async def slow_readers(cfg: Config) -> list[Row]:
-    """The same readers and updates twice: without, then with ``cfg.slow`` readers that never read."""
+    """The same readers and updates twice: without, then with ``cfg.slow`` readers that never read.
+
+    A frozen reader only gets stuck once the kernel's socket buffers (up to 4 MB here) and the
+    server's write buffer are full, so this posts 120 updates of 45,000 characters (5.4 MB per
+    reader, hence at most 500 readers), then gives the server's send timeout time to cut them off.
+    """
+    cfg = dataclasses.replace(cfg, readers=min(cfg.readers, 500), size=45_000, updates=120, interval=0.1)
     control = await one_blog(cfg, "liveblog", "slow readers: control")
     test = await one_blog(cfg, "liveblog", f"slow readers: +{cfg.slow} frozen", slow=cfg.slow)
     base, with_slow = control.p(0.99), test.p(0.99)

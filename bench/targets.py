@@ -109,6 +109,13 @@ class LiveblogTarget(Target):
         self.streams.update({path: f"lb:{{{slug}}}:stream" for path, slug in zip(paths, slugs, strict=True)})
         return paths
 
+    async def metric(self, name: str) -> float:
+        """A value from the server's ``/metrics`` (Prometheus text)."""
+        for line in (await self.http.get("/metrics")).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
     async def _post(self, path: str, text: str) -> None:
         slug = path.split("/")[2]
         response = await self.http.post(f"/api/blogs/{slug}/entries", json={"body": text},
