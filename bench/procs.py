@@ -82,7 +82,7 @@ class Processes:
         self.workdir = workdir
         self.profile = profile  # where py-spy writes collapsed stacks of each liveblog process, if set
         self.started: list[Proc] = []
-        self._gens: list[LoadGenProc] = []
+        self._gens: list[Worker] = []
 
     def __enter__(self) -> Processes:
         return self
@@ -118,10 +118,11 @@ class Processes:
         client.close()
         return proc, f"redis://127.0.0.1:{port}/0"
 
-    def liveblog(self, redis_url: str, admin_token: str, env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    def liveblog(self, redis_url: str, admin_token: str, env: dict[str, str] | None = None,
+                 dispatcher: bool = False) -> tuple[Proc, str]:
         port = free_port()
         proc = self._start("liveblog", [sys.executable, "-m", "liveblog", "serve", "--port", str(port),
-                                        "--no-dispatcher", "--log-level", "warning"],
+                                        *([] if dispatcher else ["--no-dispatcher"]), "--log-level", "warning"],
                            {"LIVEBLOG_REDIS_URL": redis_url, "LIVEBLOG_ADMIN_TOKEN": admin_token, **(env or {})})
         base = self._ready(proc, port)
         if self.profile is not None:
@@ -155,31 +156,40 @@ class Processes:
             time.sleep(0.1)
         raise RuntimeError(f"{proc.name} not ready in 30 s:\n{proc.tail()}")
 
+    async def worker(self, module: str) -> Worker:
+        worker = Worker(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT, limit=1 << 30))
+        self._gens.append(worker)
+        return worker
+
     async def loadgens(self, count: int, host: str, port: int) -> LoadGens:
         gens = []
         for _ in range(count):
-            gen = LoadGenProc(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.loadgen", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                cwd=ROOT, limit=1 << 30))
+            gen = await self.worker("bench.loadgen")
             await gen.call("init", host=host, port=port)
             gens.append(gen)
-        self._gens.extend(gens)
         return LoadGens(gens)
 
 
-class LoadGenProc:
-    """One ``python -m bench.loadgen`` process and its JSON-lines command channel."""
+class Worker:
+    """A ``python -m bench.<module>`` child (load generator, webhook receiver) and its JSON-lines
+    command channel on stdin/stdout."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
 
-    async def call(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
+    async def call(self, op: str, **args: Any) -> Any:
+        assert self.process.stdin is not None
         self.process.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
         await self.process.stdin.drain()
+        return await self.answer()
+
+    async def answer(self) -> Any:
+        assert self.process.stdout is not None
         line = await self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"load generator exited during {op!r}")
+            raise RuntimeError("a bench child process exited")
         return json.loads(line)
 
     def cpu(self) -> float:
@@ -195,7 +205,7 @@ class LoadGenProc:
 class LoadGens:
     """Readers spread evenly over several load generator processes (one per core helps)."""
 
-    def __init__(self, gens: list[LoadGenProc]) -> None:
+    def __init__(self, gens: list[Worker]) -> None:
         self.gens = gens
 
     async def all(self, op: str, per_gen: list[dict[str, Any]] | None = None, **args: Any) -> list[dict[str, Any]]:

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, LoadGens, Processes
+import httpx
+
+from bench.procs import ROOT, LoadGens, Processes, Worker
 from bench.report import Row, percentile, table
-from bench.targets import KINDS, LiveblogTarget, Target, start
+from bench.targets import KINDS, LiveblogTarget, Target, start, update_text
 from liveblog.config import Settings
 
 RESULTS = ROOT / "bench" / "results"
@@ -231,12 +233,106 @@ async def scale_out(cfg: Config) -> list[Row]:
                 await target.close()
 
 
+WEBHOOK_SUBSCRIPTIONS = 50
+WEBHOOK_ENV = {"LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "LIVEBLOG_WEBHOOK_TIMEOUT": "5",
+               "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE": "60"}
+
+
+async def bare_httpx(port: int, count: int, size: int, concurrency: int) -> tuple[float, list[float]]:
+    """The yardstick: ``count`` POSTs with one httpx client, ``concurrency`` at a time."""
+    body = update_text(0, size).encode()
+    gate = asyncio.Semaphore(concurrency)
+    durations: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as http:
+        async def one(i: int) -> None:
+            async with gate:
+                started = time.time()
+                response = await http.post(f"http://127.0.0.1:{port}/bare/{i % WEBHOOK_SUBSCRIPTIONS}", content=body)
+                response.raise_for_status()
+                durations.append((time.time() - started) * 1000)
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return count / (time.monotonic() - started), durations
+
+
+async def webhook_run(cfg: Config, procs: Processes, hooks: Worker, port: int, hang: bool) -> tuple[Row, float]:
+    """``cfg.updates`` updates posted back to back to one blog with 50 subscriptions (plus one whose
+    receiver never answers, if ``hang``); returns the row and the deliveries per second."""
+    target = start(procs, "liveblog", env=WEBHOOK_ENV, dispatcher=True)
+    target.size = cfg.size
+    try:
+        [path] = await target.make_blogs(1)
+        slug = path.split("/")[2]
+        headers = {"Authorization": f"Bearer {target.admin_token}"}
+        urls = [f"http://127.0.0.1:{port}/hook/{i}" for i in range(WEBHOOK_SUBSCRIPTIONS)]
+        for url in urls + ([f"http://127.0.0.1:{port}/hang/0"] if hang else []):
+            response = await target.http.post("/api/webhooks", headers=headers,
+                                              json={"url": url, "blogs": [slug], "events": ["entry.created"]})
+            response.raise_for_status()
+        await hooks.call("report")  # forget anything earlier
+        cpu0 = target.proc.cpu()
+        await post_updates(target, [path], cfg.updates, 0.0)
+        expected = WEBHOOK_SUBSCRIPTIONS * cfg.updates
+        records: list[list[Any]] = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            records += [r for r in await hooks.call("report") if r[0].startswith("/hook/")]
+            if len(records) >= expected:
+                break
+            await asyncio.sleep(0.2)
+        per_sub: dict[str, list[int]] = {}
+        for hook_path, seq, _ in records:
+            per_sub.setdefault(hook_path, []).append(seq)
+        every = list(range(cfg.updates))
+        exact = sum(1 for seqs in per_sub.values() if sorted(seqs) == every)
+        first = min(target.sent.values())
+        rate = len(records) / (max(at for _, _, at in records) - first) if records else 0.0
+        latencies = [(at - target.sent[seq]) * 1000 for _, seq, at in records if seq in target.sent]
+        row = Row(f"webhooks: {WEBHOOK_SUBSCRIPTIONS} subscriptions" + (" + 1 timing out" if hang else ""),
+                  "liveblog serve", WEBHOOK_SUBSCRIPTIONS, len({(p, s) for p, s, _ in records}), expected, latencies,
+                  exact=exact, cpu=target.proc.cpu() - cpu0, note=f"{rate:,.0f} deliveries/s")
+        return row, rate
+    finally:
+        await target.close()
+
+
+async def webhooks(cfg: Config) -> list[Row]:
+    """Deliveries to 50 subscriptions on one loopback receiver, against a bare httpx loop to the same
+    receiver; then again with one more subscription whose receiver never answers (5 s timeout)."""
+    with Processes(cfg.workdir, cfg.profile) as procs:
+        hooks = await procs.worker("bench.receiver")
+        port = (await hooks.answer())["port"]
+        # A plain loop (one request at a time) and the dispatcher's concurrency (64): httpx's pool
+        # gets slower with many requests in flight, so the better of the two is the yardstick.
+        bare: Row | None = None
+        bare_rate = 0.0
+        for concurrency in (1, 64):
+            rate, durations = await bare_httpx(port, WEBHOOK_SUBSCRIPTIONS * cfg.updates, cfg.size, concurrency)
+            if rate > bare_rate:
+                bare_rate = rate
+                bare = Row("webhooks: bare httpx loop", f"httpx, {concurrency} at a time", WEBHOOK_SUBSCRIPTIONS,
+                           len(durations), len(durations), durations, exact=WEBHOOK_SUBSCRIPTIONS,
+                           note=f"{rate:,.0f} requests/s (the better of 1 and 64 at a time); latency = round trip")
+        await hooks.call("report")
+        assert bare is not None
+        plain, rate = await webhook_run(cfg, procs, hooks, port, hang=False)
+        plain.note += f" = {rate / bare_rate:.2f}× the bare httpx loop"
+        hung, _ = await webhook_run(cfg, procs, hooks, port, hang=True)
+        base, worse = plain.p(0.99), hung.p(0.99)
+        if base and worse:
+            hung.note += f"; the others' p99 {worse / base:.2f}× the run without it"
+        return [bare, plain, hung]
+
+
 SCENARIOS: dict[str, Callable[[Config], Awaitable[list[Row]]]] = {
     "fanout": fan_out,
     "storm": storm,
     "blogs": many_blogs,
     "slow": slow_readers,
     "scaleout": scale_out,
+    "webhooks": webhooks,
 }
 
 

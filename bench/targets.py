@@ -142,12 +142,13 @@ class BaselineTarget(Target):
 ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
 
 
-def start(procs: Processes, kind: str, redis_url: str | None = None, env: dict[str, str] | None = None) -> Target:
+def start(procs: Processes, kind: str, redis_url: str | None = None, env: dict[str, str] | None = None,
+          dispatcher: bool = False) -> Target:
     """Start a server of ``kind`` (with a private Redis unless ``redis_url`` is given)."""
     if redis_url is None:
         _, redis_url = procs.redis()
     if kind == "liveblog":
-        proc, base = procs.liveblog(redis_url, ADMIN_TOKEN, env)
+        proc, base = procs.liveblog(redis_url, ADMIN_TOKEN, env, dispatcher)
         return LiveblogTarget(kind, proc, base, redis_url, admin_token=ADMIN_TOKEN)
     module = {"shared-reader": "bench.baselines.shared_reader:app", "per-reader": "bench.baselines.per_reader:app"}
     proc, base = procs.uvicorn_app(module[kind], redis_url)
