@@ -46,9 +46,14 @@ class Channel:
     future they all wait on is resolved. Each reader keeps its own position (``Subscriber.cursor``)
     in the channel's history; one that falls more than ``limit`` frames behind has lost frames and
     is cut off (it resumes with ``Last-Event-ID``). So a slow reader costs no memory of its own.
+
+    The history also serves resumes: every change after ``floor`` (the stream's newest ID when the
+    channel began, later the newest one that left the history) up to ``newest`` is in ``frames``,
+    so a reader resuming from an ID in that range catches up from memory, without Redis. That is
+    what a reconnect storm mostly is.
     """
 
-    __slots__ = ("_changed", "closed", "first", "frames", "readers", "slug", "writing")
+    __slots__ = ("_changed", "closed", "first", "floor", "frames", "newest", "readers", "slug", "writing")
 
     def __init__(self, slug: str, limit: int) -> None:
         self.slug = slug
@@ -57,6 +62,8 @@ class Channel:
         self.readers: set[Subscriber] = set()
         self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
         self.closed = False
+        self.floor: streamids.StreamId | None = None  # None until the hub knows where the channel began
+        self.newest: streamids.StreamId | None = None
         self._changed: asyncio.Future[None] | None = None
 
     @property
@@ -67,8 +74,20 @@ class Channel:
     def publish(self, sid: streamids.StreamId | None, frame: bytes) -> None:
         if len(self.frames) == self.frames.maxlen:
             self.first += 1
+            dropped = self.frames[0][0]
+            if dropped is not None:
+                self.floor = dropped
         self.frames.append((sid, frame))
+        if sid is not None:
+            self.newest = sid
         self._notify()
+
+    def changes_after(self, after: streamids.StreamId) -> list[tuple[streamids.StreamId, bytes]] | None:
+        """Every change after ``after`` from memory, oldest first; None when the history does not
+        cover ``after`` (the caller asks Redis)."""
+        if self.floor is None or after < self.floor or after > (self.newest or self.floor):
+            return None
+        return [(sid, frame) for sid, frame in self.frames if sid is not None and sid > after]
 
     def changed(self) -> asyncio.Future[None]:
         """A future resolved at the next publication (or when the channel closes).
@@ -205,6 +224,8 @@ class Hub:
         channel = self.channels.get(slug)
         if channel is None:
             channel = self.channels[slug] = Channel(slug, self.buffer)
+            if slug in self.cursors:  # the read goes on from there, so the channel misses nothing after it
+                channel.floor = streamids.parse(self.cursors[slug])
         sub = Subscriber(channel)
         channel.readers.add(sub)
         metrics.SSE_CLIENTS.inc()
@@ -213,6 +234,8 @@ class Hub:
         if slug not in self.cursors:
             newest = await self._pool.xrevrange(keys.stream(slug), count=1)
             self.cursors.setdefault(slug, newest[0][0] if newest else "0-0")
+            if channel.floor is None and self.channels.get(slug) is channel:
+                channel.floor = streamids.parse(self.cursors[slug])
             await self._wake()
         return sub
 

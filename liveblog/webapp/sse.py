@@ -96,13 +96,19 @@ class EventStream:
             hub.unsubscribe(sub)
 
     async def _catch_up(self, send: Send) -> streamids.StreamId | None:
-        """``retry:``, then every change after the client's resume point (or a ``reset``)."""
+        """``retry:``, then every change after the client's resume point (or a ``reset``): from the
+        channel's history when it covers the resume point, else from the stream in Redis."""
         store: Store = self.request.app.state.store
         sub, after = self.sub, self.after
         slug = sub.slug
         frames = [f"retry: {self.request.app.state.settings.retry_ms}\n\n".encode()]
         last = after
-        if after is not None:
+        cached = None if after is None else sub.channel.changes_after(after)
+        if cached is not None:
+            frames += [frame for _, frame in cached]
+            if cached:
+                last = cached[-1][0]
+        elif after is not None:
             if await _needs_reset(store, slug, after):
                 newest = await store.last_change_id(slug)
                 frames.append(encode_event(newest, "reset", '{"reason":"resume point no longer available; reload"}'))
@@ -139,11 +145,13 @@ async def _until_disconnect(receive: Receive, hub: Hub, sub: Subscriber) -> None
 async def events(request: Request) -> Response | EventStream:
     slug = request.path_params["slug"]
     store: Store = request.app.state.store
-    await store.get_blog(slug)  # 404 for an unknown blog, before the stream starts
+    hub: Hub = request.app.state.hub
+    if slug not in hub.channels:  # a blog that has readers here exists: spare the lookup in a storm
+        await store.get_blog(slug)  # 404 for an unknown blog, before the stream starts
     after = _resume_point(request)
     # Registered before the response starts: once a client has seen the headers, every later
     # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
-    sub = await request.app.state.hub.subscribe(slug)
+    sub = await hub.subscribe(slug)
     return EventStream(request, sub, after)
 
 
