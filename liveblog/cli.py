@@ -72,6 +72,9 @@ def _run_server(url: str, args: argparse.Namespace, public_url: str) -> int:
     os.environ["LIVEBLOG_REDIS_URL"] = url
     os.environ["LIVEBLOG_PUBLIC_URL"] = public_url
     os.environ["LIVEBLOG_DISPATCHER"] = "0" if args.no_dispatcher else "1"
+    # uvicorn shuts down on SIGTERM, then raises the signal again; exiting normally at that point
+    # lets the caller stop the embedded Redis server itself, after the service is done with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "liveblog.webapp.app:app_from_env",
         factory=True,

@@ -104,7 +104,10 @@ class EmbeddedRedis:
             "--logfile", str(log_file),
             "--pidfile", str(self.data_dir / "redis.pid"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        # Its own session: a Ctrl-C in the terminal reaches the service, which shuts down cleanly
+        # (still talking to Redis) and only then stops the server.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                        start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if _answers(self.socket_path):
