@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,7 @@ class Processes:
 
     def redis(self) -> tuple[Proc, str]:
         port = free_port()
-        data = self.workdir / f"redis-{port}"
-        data.mkdir()
+        data = Path(tempfile.mkdtemp(prefix=f"redis-{port}-", dir=self.workdir))
         proc = self._start("redis", [find_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
                                      "--dir", str(data), "--save", "", "--appendonly", "no",
                                      "--maxclients", "20000"])

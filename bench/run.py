@@ -363,7 +363,11 @@ async def run(scenarios: list[str], cfg: Config) -> list[Row]:
     rows: list[Row] = []
     for name in scenarios:
         print(f"bench: {name} …", file=sys.stderr, flush=True)
-        rows += await SCENARIOS[name](cfg)
+        try:
+            rows += await SCENARIOS[name](cfg)
+        except Exception as exc:  # one broken scenario must not lose the others' figures
+            print(f"bench: {name} failed: {exc!r}", file=sys.stderr, flush=True)
+            rows.append(Row(name, "–", 0, 0, 0, note=f"failed: {exc!r}"[:200]))
     return rows
 
 
