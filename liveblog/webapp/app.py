@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                 idempotency_ttl=settings.idempotency_ttl_seconds)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.hub = Hub(settings.redis_url, buffer=settings.client_buffer,
-                            heartbeat=settings.heartbeat_seconds)
+                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         await app.state.hub.start()
         worker = None
         if dispatcher:
