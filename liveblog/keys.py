@@ -25,6 +25,11 @@ def order(slug: str) -> str:
     return f"lb:{{{slug}}}:order"
 
 
+def pinned(slug: str) -> str:
+    """Sorted set: ids of pinned entries scored by publication time (ms)."""
+    return f"lb:{{{slug}}}:pinned"
+
+
 def stream(slug: str) -> str:
     """Stream: the blog's change log, one item per change (fields ``type`` and ``data``)."""
     return f"lb:{{{slug}}}:stream"

@@ -25,10 +25,11 @@ LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
 STATUSES = ("live", "ended")
 LANGUAGES = ("it", "en")
 
-# KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key
+# KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset
 # ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
 #       4 order score ("" = no ordering), 5 event type, 6 event data, 7 stream cap,
-#       8 idempotency TTL ("0" = none), 9 idempotency value
+#       8 idempotency TTL ("0" = none), 9 idempotency value,
+#       10 pinned ("1", "0", or "" for records that cannot be pinned), 11 pinned score
 _COMMIT = """
 if ARGV[8] ~= '0' then
   local prior = redis.call('GET', KEYS[5])
@@ -46,6 +47,11 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
+end
+if ARGV[10] == '1' and ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1])
+elseif ARGV[10] ~= '' then
+  redis.call('ZREM', KEYS[6], ARGV[1])
 end
 local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', ARGV[6])
 local cap = tonumber(ARGV[7])
@@ -144,12 +150,18 @@ class Store:
     # ---- low level -------------------------------------------------------------------------
 
     async def _write(self, slug: str, *, field: str, expected: str, state: str, score: str, event: str,
-                     data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "") -> list[str]:
+                     data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "",
+                     entry: dict[str, Any] | None = None) -> list[str]:
+        """One atomic change; ``entry`` (an entry's new or last state) keeps the pinned index true."""
+        pinned, pinned_score = "", ""
+        if entry is not None:
+            pinned = "1" if entry["pinned"] else "0"
+            pinned_score = str(int(timefmt.parse_rfc3339(entry["published_at"]).timestamp() * 1000))
         result = await self._commit(
             keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
-                  keys.idempotency(slug, idem_key or "-")],
+                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug)],
             args=[field, expected, state, score, event, data, self.stream_maxlen,
-                  self.idempotency_ttl if idem_key else 0, idem_value],
+                  self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
         )
         return [str(part) for part in result]
 
@@ -296,7 +308,7 @@ class Store:
         result = await self._write(
             slug, field=entry_id, expected="", state=state, score=str(int(moment.timestamp() * 1000)),
             event="entry.created", data=state, hash_key=keys.entries(slug),
-            idem_key=idempotency_key, idem_value=f"{entry_id}:{fingerprint}",
+            idem_key=idempotency_key, idem_value=f"{entry_id}:{fingerprint}", entry=entry,
         )
         if result[0] == "dup":
             prior_id, _, prior_fingerprint = result[1].partition(":")
@@ -339,7 +351,8 @@ class Store:
             self._labels(entry, blog["timezone"])
             state = dumps(entry)
             result = await self._write(slug, field=entry_id, expected=raw, state=state, score="",
-                                       event="entry.updated", data=state, hash_key=keys.entries(slug))
+                                       event="entry.updated", data=state, hash_key=keys.entries(slug),
+                                       entry=entry)
             if result[0] == "ok":
                 return entry
         raise Conflict("the entry is being changed by someone else; try again")
@@ -353,7 +366,8 @@ class Store:
             last = orjson.loads(raw)
             data = dumps({**last, "deleted": True, "deleted_at": timefmt.rfc3339(timefmt.now())})
             result = await self._write(slug, field=entry_id, expected=raw, state="", score="0",
-                                       event="entry.deleted", data=data, hash_key=keys.entries(slug))
+                                       event="entry.deleted", data=data, hash_key=keys.entries(slug),
+                                       entry=last)
             if result[0] == "ok":
                 return
         raise Conflict("the entry is being changed by someone else; try again")
@@ -374,9 +388,9 @@ class Store:
         raws = await self.redis.hmget(keys.entries(slug), ids)
         return [orjson.loads(raw) for raw in raws if raw is not None]
 
-    async def all_entries(self, slug: str) -> list[dict[str, Any]]:
-        """Every current entry, newest first (for the live page, feeds and JSON-LD)."""
-        ids = await self.redis.zrevrange(keys.order(slug), 0, -1)
+    async def pinned_entries(self, slug: str) -> list[dict[str, Any]]:
+        """The pinned entries, newest first (an index kept by every write, so pages need not scan)."""
+        ids = await self.redis.zrevrange(keys.pinned(slug), 0, -1)
         if not ids:
             return []
         raws = await self.redis.hmget(keys.entries(slug), ids)

@@ -191,3 +191,27 @@ async def test_static_files_are_versioned_and_cached(client, blog) -> None:
     assert "immutable" in response.headers["cache-control"] and response.headers.get("etag")
     assert "max-age=300" in (await client.get("/static/live.css")).headers["cache-control"]
     assert (await client.get("/static/nope.js")).status_code == 404
+
+
+def _rendered_order(html: str) -> list[tuple[str, bool]]:
+    """(entry id, shown as pinned) in the order the page renders its updates."""
+    return [(m.group(2), m.group(1) is not None)
+            for m in re.finditer(r'<article class="lb-entry[^"]*?( is-pinned)?[^"]*"\s+id="aggiornamento-(\d+)"', html)]
+
+
+async def test_pinned_updates_render_first_and_follow_pin_unpin_delete(client, blog, editor) -> None:
+    old = (await client.post(f"/api/blogs/{blog}/entries", headers=editor, json={"body": "vecchio"})).json()
+    for i in range(25):  # more than a page, so the old one is not among the newest unpinned
+        await client.post(f"/api/blogs/{blog}/entries", headers=editor, json={"body": f"n{i}"})
+    await client.patch(f"/api/blogs/{blog}/entries/{old['id']}", headers=editor, json={"pinned": True})
+    order = _rendered_order((await client.get(f"/blogs/{blog}")).text)
+    assert order[0] == (old["id"], True) and sum(pinned for _, pinned in order) == 1
+    assert len(order) == 21  # the pinned one + one page of the newest
+
+    await client.patch(f"/api/blogs/{blog}/entries/{old['id']}", headers=editor, json={"pinned": False})
+    assert old["id"] not in [i for i, _ in _rendered_order((await client.get(f"/blogs/{blog}")).text)]
+
+    await client.patch(f"/api/blogs/{blog}/entries/{old['id']}", headers=editor, json={"pinned": True})
+    await client.delete(f"/api/blogs/{blog}/entries/{old['id']}", headers=editor)
+    order = _rendered_order((await client.get(f"/blogs/{blog}")).text)
+    assert old["id"] not in [i for i, _ in order] and not any(pinned for _, pinned in order)

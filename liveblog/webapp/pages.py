@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from liveblog import timefmt
-from liveblog.jsonld import live_blog_posting
+from liveblog.jsonld import MAX_UPDATES, live_blog_posting
 from liveblog.store import NotFound, Store, ValidationError
 from liveblog.webapp.api import PUBLIC_CACHE
 from liveblog.webapp.templating import csp, render, static_routes
@@ -116,11 +116,12 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
         # Read the resume point first: a change landing after it is replayed to the page by the stream.
         after = await store.last_change_id(slug)
         if before is None:
-            everything = await store.all_entries(slug)
-            pinned = [e for e in everything if e["pinned"]]
-            unpinned = [e for e in everything if not e["pinned"]]
+            pinned = await store.pinned_entries(slug)
+            # Enough of the newest to fill a page once the pinned ones (shown apart) are left out.
+            newest = await store.list_entries(slug, limit=max(MAX_UPDATES, PAGE_SIZE + len(pinned) + 1))
+            unpinned = [e for e in newest if not e["pinned"]]
         else:  # the no-JavaScript "older updates" page: one page of the archive, not live
-            everything = pinned = []
+            newest = pinned = []
             unpinned = await store.list_entries(slug, limit=PAGE_SIZE + 1, before=before)
     except (NotFound, ValidationError):
         return None
@@ -151,7 +152,7 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
         "embed": embed,
         "config": config,
         "started": timefmt.date_label(created, blog["timezone"], blog["language"]),
-        "jsonld": None if embed or before is not None else live_blog_posting(blog, everything),
+        "jsonld": None if embed or before is not None else live_blog_posting(blog, newest),
     }
 
 
