@@ -22,12 +22,13 @@ from redis.exceptions import RedisError
 from liveblog import metrics, timefmt
 from liveblog.config import Settings
 from liveblog.redisconn import blocking_client, pool_client
+from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
 from liveblog.webhooks.queue import Claim, DeliveryQueue
 from liveblog.webhooks.schedule import next_step
 from liveblog.webhooks.sender import post
 from liveblog.webhooks.signing import signed_headers
-from liveblog.webhooks.ssrf import AddressPolicy, guarded_client
+from liveblog.webhooks.ssrf import AddressPolicy
 from liveblog.webhooks.subscriptions import Snapshot, Subscriptions
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ class Dispatcher:
         policy = AddressPolicy(settings.allowed_networks)
         self.redis = pool_client(settings.redis_url, max_connections=20)
         self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + 10)
-        self.http = guarded_client(policy, timeout=settings.webhook_timeout_seconds,
-                                   max_connections=settings.webhook_concurrency)
-        self.http.headers["User-Agent"] = f"liveblog-webhooks/1 (+{self.public_url})"
+        self.clients = Clients(policy, timeout=settings.webhook_timeout_seconds,
+                               per_subscription=settings.webhook_concurrency_per_subscription,
+                               user_agent=f"liveblog-webhooks/1 (+{self.public_url})")
         # httpx logs every request at INFO; the delivery log is the record of attempts.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.queue = DeliveryQueue(self.redis)
@@ -81,7 +82,7 @@ class Dispatcher:
             task.cancel()
         if self._inflight:  # each releases its delivery (bounded); never wait forever on shutdown
             await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
-        for close in (self.http.aclose, self.reader.aclose, self.redis.aclose):
+        for close in (self.clients.aclose, self.reader.aclose, self.redis.aclose):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STOP_GRACE_SECONDS):
                     await close()
@@ -126,10 +127,11 @@ class Dispatcher:
         attempt_no = job.attempts + 1
         started = datetime.now(UTC)
         try:
-            result = await post(self.http, sub["url"], job.body,
-                                {**signed_headers(sub["secret"], job.id, job.body, started),
-                                 "Content-Type": "application/json", "Accept-Encoding": "identity"},
-                                timeout=settings.webhook_timeout_seconds, cap=settings.webhook_response_cap_bytes)
+            async with self.clients.use(job.sub_id) as http:
+                result = await post(http, sub["url"], job.body,
+                                    {**signed_headers(sub["secret"], job.id, job.body, started),
+                                     "Content-Type": "application/json", "Accept-Encoding": "identity"},
+                                    timeout=settings.webhook_timeout_seconds, cap=settings.webhook_response_cap_bytes)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.queue.finish(claim, "release"), 1.0)

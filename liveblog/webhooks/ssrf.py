@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +33,7 @@ _BLOCKED = tuple(ipaddress.ip_network(n) for n in (
 ))
 _METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")}
 MAX_URL_LENGTH = 2000
+KEEPALIVE_SECONDS = 30.0  # an idle pooled connection is closed after this long
 
 
 class Refused(Exception):
@@ -155,22 +157,32 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool rebuilt on the guarded network backend."""
 
-    def __init__(self, policy: AddressPolicy, *, max_connections: int) -> None:
-        super().__init__(retries=0)
+    def __init__(self, policy: AddressPolicy, *, max_connections: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        ssl_context = ssl_context or httpx.create_ssl_context()
+        super().__init__(verify=ssl_context, retries=0)  # ``verify`` given a context: no new one is built
         # ``_pool`` is what AsyncHTTPTransport delegates every request to; httpx offers no public
         # way to choose the network backend, so the pool is replaced with an equivalent one.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
+            keepalive_expiry=KEEPALIVE_SECONDS,
             network_backend=_GuardedBackend(policy),
         )
 
 
-def guarded_client(policy: AddressPolicy, *, timeout: float, max_connections: int) -> httpx.AsyncClient:
+def guarded_client(policy: AddressPolicy, *, timeout: float, max_connections: int,
+                   ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """A client that only dials checked addresses, never follows redirects and ignores proxies.
+
+    Keep ``max_connections`` small: httpcore's pool re-examines every pooled connection (quadratically)
+    each time a request is queued or finished, which dominates the CPU cost of a request with dozens
+    of connections in one pool. ``ssl_context`` lets many clients share one (building one loads the
+    CA bundle, which costs milliseconds).
+    """
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, max_connections=max_connections),
+        transport=GuardedTransport(policy, max_connections=max_connections, ssl_context=ssl_context),
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,  # an environment proxy would dial on our behalf, past the guard
