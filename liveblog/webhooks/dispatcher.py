@@ -24,7 +24,7 @@ from liveblog.config import Settings
 from liveblog.redisconn import blocking_client, pool_client
 from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
-from liveblog.webhooks.queue import Claim, DeliveryQueue
+from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue
 from liveblog.webhooks.schedule import next_step
 from liveblog.webhooks.sender import post
 from liveblog.webhooks.signing import signed_headers
@@ -62,6 +62,7 @@ class Dispatcher:
         # httpx logs every request at INFO; the delivery log is the record of attempts.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.queue = DeliveryQueue(self.redis)
+        self.recorder = Recorder(self.queue, settings)
         self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
                              consumer=self.consumer, claim_idle_seconds=settings.webhook_claim_idle_seconds,
                              on_queued=self._wake.set)
@@ -82,6 +83,9 @@ class Dispatcher:
             task.cancel()
         if self._inflight:  # each releases its delivery (bounded); never wait forever on shutdown
             await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await self.recorder.drain()
         for close in (self.clients.aclose, self.reader.aclose, self.redis.aclose):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STOP_GRACE_SECONDS):
@@ -134,7 +138,7 @@ class Dispatcher:
                                     timeout=settings.webhook_timeout_seconds, cap=settings.webhook_response_cap_bytes)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.queue.finish(claim, "release"), 1.0)
+                await asyncio.wait_for(self.queue.finish([Attempted(claim, "release")]), 1.0)
             raise
         outcome, delay = next_step(result.status, attempt_no, settings.retry_schedule, retry_after=result.retry_after)
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
@@ -148,10 +152,8 @@ class Dispatcher:
             entry["next_attempt_at"] = timefmt.rfc3339(datetime.fromtimestamp(time.time() + delay, UTC))
         error = result.error or f"HTTP {result.status}"
         try:
-            state = await self.queue.finish(
-                claim, outcome, log_entry=entry, retry_ms=int((delay or 0) * 1000), error=error,
-                log_size=settings.webhook_log_size, disable_after_ms=int(settings.webhook_disable_after_seconds * 1000),
-                disable_reason=f"no successful delivery for {settings.webhook_disable_after_seconds:g} s")
+            state = await self.recorder.record(
+                Attempted(claim, outcome, log_entry=entry, retry_ms=int((delay or 0) * 1000), error=error))
         except Exception as exc:  # Redis gone: the lease expires and the delivery is attempted again
             log.warning("webhook %s: could not record attempt %d (%s)", job.id, attempt_no, exc)
             return
@@ -160,3 +162,49 @@ class Dispatcher:
                      error)
         if state == "disabled" and outcome != "delivered":
             log.warning("webhook subscription %s is disabled", job.sub_id)
+
+
+class Recorder:
+    """Records finished attempts in batches: one script call for every attempt that finished while
+    the previous call was on its way (so no added wait when idle, few round trips under load)."""
+
+    def __init__(self, queue: DeliveryQueue, settings: Settings) -> None:
+        self.queue = queue
+        self.settings = settings
+        self._pending: list[tuple[Attempted, asyncio.Future[str | None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def record(self, done: Attempted) -> str | None:
+        """Queue ``done`` for the next batch; returns the subscription's state afterwards (None if
+        it was deleted). The record is written even if the caller is cancelled meanwhile."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((done, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="webhooks-record")
+        return await future
+
+    async def _flush(self) -> None:
+        settings = self.settings
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    states = await self.queue.finish(
+                        [done for done, _ in batch], log_size=settings.webhook_log_size,
+                        disable_after_ms=int(settings.webhook_disable_after_seconds * 1000),
+                        disable_reason=f"no successful delivery for {settings.webhook_disable_after_seconds:g} s")
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), state in zip(batch, states, strict=True):
+                    if not future.done():
+                        future.set_result(state)
+        finally:
+            self._flushing = None
+
+    async def drain(self) -> None:
+        """Wait for the records on their way (on shutdown, before the Redis client is closed)."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)

@@ -1,9 +1,9 @@
 """Redis key names of the webhook system (all under ``lb:wh:``).
 
 A subscription's own keys carry its id as hash tag (``lb:wh:{id}:…``), like a blog's keys carry
-its slug, so the script that completes a delivery touches one slot. The scripts that fan a change
-out (blog stream + subscription queues) and claim work (every active queue) span slots: they need
-a single Redis primary, as the rest of the service does today.
+its slug. The scripts that fan a change out (blog stream + subscription queues), claim work (every
+active queue) and record finished attempts (a batch across subscriptions) span slots: they need a
+single Redis primary, as the rest of the service does today.
 """
 
 from __future__ import annotations

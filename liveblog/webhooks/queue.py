@@ -98,50 +98,59 @@ end
 return {now, next_due, taken}
 """
 
-# KEYS: 1 sub hash, 2 queue, 3 leases, 4 jobs, 5 log, 6 version counter
-# ARGV: 1 delivery id, 2 lease held (ms), 3 outcome (delivered|retrying|failed|gone|release),
-#       4 retry delay ms, 5 job JSON for the retry, 6 log entry JSON, 7 log size,
-#       8 disable after ms, 9 last error, 10 reason given when disabling for lack of success
+# KEYS[1] version counter. ARGV: 1 log size, 2 disable after ms, 3 reason given when disabling for
+# lack of success, then per attempt 8 values: sub, delivery id, lease held (ms), outcome
+# (delivered|retrying|failed|gone|release), retry delay ms, job JSON for the retry, log entry JSON,
+# last error. Returns each attempt's subscription state afterwards ('deleted' if it is gone).
 # Queue changes happen only while the caller still holds the lease; the attempt is recorded anyway.
 _FINISH = _NOW + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'deleted', 0} end
-local owned = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1])) == tonumber(ARGV[2])
-local outcome = ARGV[3]
-if owned then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  if outcome == 'retrying' then
-    redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-  elseif outcome == 'release' then
-    redis.call('ZADD', KEYS[2], now, ARGV[1])
+local log_size, disable_after = tonumber(ARGV[1]), tonumber(ARGV[2])
+local states = {}
+for i = 4, #ARGV, 8 do
+  local p = 'lb:wh:{' .. ARGV[i] .. '}:'
+  local sub, id, outcome = p .. 'sub', ARGV[i + 1], ARGV[i + 3]
+  if redis.call('EXISTS', sub) == 0 then
+    table.insert(states, 'deleted')
   else
-    redis.call('HDEL', KEYS[4], ARGV[1])
+    if tonumber(redis.call('ZSCORE', p .. 'lease', id)) == tonumber(ARGV[i + 2]) then
+      redis.call('ZREM', p .. 'lease', id)
+      if outcome == 'retrying' then
+        redis.call('HSET', p .. 'jobs', id, ARGV[i + 5])
+        redis.call('ZADD', p .. 'q', now + tonumber(ARGV[i + 4]), id)
+      elseif outcome == 'release' then
+        redis.call('ZADD', p .. 'q', now, id)
+      else
+        redis.call('HDEL', p .. 'jobs', id)
+      end
+    end
+    if outcome == 'delivered' then
+      redis.call('HSET', sub, 'failures', 0, 'last_success_at', now)
+      redis.call('HDEL', sub, 'failing_since')
+      redis.call('HINCRBY', sub, 'delivered', 1)
+    elseif outcome ~= 'release' then
+      redis.call('HINCRBY', sub, 'failures', 1)
+      redis.call('HSET', sub, 'last_failure_at', now, 'last_error', ARGV[i + 7])
+      redis.call('HSETNX', sub, 'failing_since', now)
+      if outcome ~= 'retrying' then redis.call('HINCRBY', sub, 'failed', 1) end
+      local reason = false
+      if outcome == 'gone' then
+        reason = 'the receiver answered 410 Gone'
+      elseif now - tonumber(redis.call('HGET', sub, 'failing_since')) >= disable_after then
+        reason = ARGV[3]
+      end
+      if reason and redis.call('HGET', sub, 'state') == 'active' then
+        redis.call('HSET', sub, 'state', 'disabled', 'disabled_at', now, 'disabled_reason', reason)
+        redis.call('INCR', KEYS[1])
+      end
+    end
+    if outcome ~= 'release' then
+      redis.call('LPUSH', p .. 'log', ARGV[i + 6])
+      redis.call('LTRIM', p .. 'log', 0, log_size - 1)
+    end
+    table.insert(states, redis.call('HGET', sub, 'state'))
   end
 end
-if outcome == 'release' then return {redis.call('HGET', KEYS[1], 'state'), owned and 1 or 0} end
-if outcome == 'delivered' then
-  redis.call('HSET', KEYS[1], 'failures', 0, 'last_success_at', now)
-  redis.call('HDEL', KEYS[1], 'failing_since')
-  redis.call('HINCRBY', KEYS[1], 'delivered', 1)
-else
-  redis.call('HINCRBY', KEYS[1], 'failures', 1)
-  redis.call('HSET', KEYS[1], 'last_failure_at', now, 'last_error', ARGV[9])
-  redis.call('HSETNX', KEYS[1], 'failing_since', now)
-  if outcome ~= 'retrying' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
-  local reason = false
-  if outcome == 'gone' then
-    reason = 'the receiver answered 410 Gone'
-  elseif now - tonumber(redis.call('HGET', KEYS[1], 'failing_since')) >= tonumber(ARGV[8]) then
-    reason = ARGV[10]
-  end
-  if reason and redis.call('HGET', KEYS[1], 'state') == 'active' then
-    redis.call('HSET', KEYS[1], 'state', 'disabled', 'disabled_at', now, 'disabled_reason', reason)
-    redis.call('INCR', KEYS[6])
-  end
-end
-redis.call('LPUSH', KEYS[5], ARGV[6])
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
-return {redis.call('HGET', KEYS[1], 'state'), owned and 1 or 0}
+return states
 """
 
 
@@ -187,6 +196,17 @@ class Claim:
     subscription: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Attempted:
+    """What became of a claimed delivery: an attempt's outcome, or ``release`` (handed back untried)."""
+
+    claim: Claim
+    outcome: str
+    log_entry: dict[str, Any] | None = None
+    retry_ms: int = 0
+    error: str = ""
+
+
 class DeliveryQueue:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -212,18 +232,16 @@ class DeliveryQueue:
         claims = [Claim(Job.from_json(raw), int(lease), orjson.loads(doc)) for _sub, _id, raw, lease, doc in taken]
         return int(now), (int(next_due) if int(next_due) >= 0 else None), claims
 
-    async def finish(self, claim: Claim, outcome: str, *, log_entry: dict[str, Any] | None = None,
-                     retry_ms: int = 0, error: str = "", log_size: int = 200, disable_after_ms: int = 0,
-                     disable_reason: str = "") -> str | None:
-        """Record an attempt's outcome (see ``_FINISH``); ``release`` hands the delivery back untried.
-        Returns the subscription's state afterwards (None if it was deleted)."""
-        job = claim.job
-        retry_job = Job(**{**asdict(job), "attempts": job.attempts + 1}).to_json() if outcome == "retrying" else ""
-        sub = job.sub_id
-        state, _owned = await self._finish(
-            keys=[whkeys.sub(sub), whkeys.queue(sub), whkeys.leases(sub), whkeys.jobs(sub), whkeys.log(sub),
-                  whkeys.VERSION],
-            args=[job.id, claim.lease, outcome, retry_ms, retry_job,
-                  orjson.dumps(log_entry or {}).decode(), log_size, disable_after_ms, error, disable_reason],
-        )
-        return None if state == "deleted" else state
+    async def finish(self, attempts: list[Attempted], *, log_size: int = 200, disable_after_ms: int = 0,
+                     disable_reason: str = "") -> list[str | None]:
+        """Record attempts' outcomes in one script call (see ``_FINISH``); ``release`` hands a delivery
+        back untried. Returns each subscription's state afterwards (None if it was deleted)."""
+        args: list[Any] = [log_size, disable_after_ms, disable_reason]
+        for done in attempts:
+            job = done.claim.job
+            retry_job = (Job(**{**asdict(job), "attempts": job.attempts + 1}).to_json()
+                         if done.outcome == "retrying" else "")
+            args += [job.sub_id, job.id, done.claim.lease, done.outcome, done.retry_ms, retry_job,
+                     orjson.dumps(done.log_entry or {}).decode(), done.error]
+        states = await self._finish(keys=[whkeys.VERSION], args=args)
+        return [None if state == "deleted" else state for state in states]
