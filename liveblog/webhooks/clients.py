@@ -1,4 +1,5 @@
-"""One small guarded HTTP client per subscription, created on first use and closed when idle.
+"""One small guarded HTTP transport (a connection pool) per subscription, created on first use and
+closed when idle.
 
 Why not one shared client: httpcore's connection pool walks all of its connections (quadratically)
 whenever a request is queued or a response closed, so a pool sized for the dispatcher's whole
@@ -18,48 +19,44 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from liveblog.webhooks.ssrf import KEEPALIVE_SECONDS, AddressPolicy, guarded_client
+from liveblog.webhooks.ssrf import KEEPALIVE_SECONDS, AddressPolicy, GuardedTransport
 
 SWEEP_SECONDS = 10.0  # how often idle clients are looked for
 
 
 @dataclass
 class _Entry:
-    http: httpx.AsyncClient
+    transport: GuardedTransport
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
 
 class Clients:
-    def __init__(self, policy: AddressPolicy, *, timeout: float, per_subscription: int, user_agent: str) -> None:
+    def __init__(self, policy: AddressPolicy, *, per_subscription: int) -> None:
         self.policy = policy
-        self.timeout = timeout
         self.per_subscription = per_subscription
-        self.user_agent = user_agent
         self._ssl = httpx.create_ssl_context()
         self._entries: dict[str, _Entry] = {}
         self._swept = time.monotonic()
         self._closing: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
-    async def use(self, sub_id: str) -> AsyncIterator[httpx.AsyncClient]:
-        """The subscription's client for one attempt."""
+    async def use(self, sub_id: str) -> AsyncIterator[GuardedTransport]:
+        """The subscription's transport for one attempt."""
         entry = self._entries.get(sub_id)
         if entry is None:
-            http = guarded_client(self.policy, timeout=self.timeout, max_connections=self.per_subscription,
-                                  ssl_context=self._ssl)
-            http.headers["User-Agent"] = self.user_agent
-            entry = self._entries[sub_id] = _Entry(http)
+            transport = GuardedTransport(self.policy, max_connections=self.per_subscription, ssl_context=self._ssl)
+            entry = self._entries[sub_id] = _Entry(transport)
         entry.users += 1
         try:
-            yield entry.http
+            yield entry.transport
         finally:
             entry.users -= 1
             entry.last_used = time.monotonic()
         self._sweep()
 
     def _sweep(self) -> None:
-        """Close (in the background) clients unused for longer than a pooled connection lives, so a
+        """Close (in the background) transports unused for longer than a pooled connection lives, so a
         subscription that went quiet or was deleted holds no sockets and no memory."""
         now = time.monotonic()
         if now - self._swept < SWEEP_SECONDS:
@@ -68,10 +65,10 @@ class Clients:
         for sub_id, entry in list(self._entries.items()):
             if entry.users == 0 and now - entry.last_used > KEEPALIVE_SECONDS:
                 del self._entries[sub_id]
-                task = asyncio.create_task(entry.http.aclose())
+                task = asyncio.create_task(entry.transport.aclose())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         entries, self._entries = list(self._entries.values()), {}
-        await asyncio.gather(*(entry.http.aclose() for entry in entries), *self._closing, return_exceptions=True)
+        await asyncio.gather(*(entry.transport.aclose() for entry in entries), *self._closing, return_exceptions=True)

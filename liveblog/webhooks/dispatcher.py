@@ -56,9 +56,8 @@ class Dispatcher:
         policy = AddressPolicy(settings.allowed_networks)
         self.redis = pool_client(settings.redis_url, max_connections=20)
         self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + 10)
-        self.clients = Clients(policy, timeout=settings.webhook_timeout_seconds,
-                               per_subscription=settings.webhook_concurrency_per_subscription,
-                               user_agent=f"liveblog-webhooks/1 (+{self.public_url})")
+        self.clients = Clients(policy, per_subscription=settings.webhook_concurrency_per_subscription)
+        self.user_agent = f"liveblog-webhooks/1 (+{self.public_url})"
         # httpx logs every request at INFO; the delivery log is the record of attempts.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.queue = DeliveryQueue(self.redis)
@@ -131,10 +130,11 @@ class Dispatcher:
         attempt_no = job.attempts + 1
         started = datetime.now(UTC)
         try:
-            async with self.clients.use(job.sub_id) as http:
-                result = await post(http, sub["url"], job.body,
+            async with self.clients.use(job.sub_id) as transport:
+                result = await post(transport, sub["url"], job.body,
                                     {**signed_headers(sub["secret"], job.id, job.body, started),
-                                     "Content-Type": "application/json", "Accept-Encoding": "identity"},
+                                     "Content-Type": "application/json", "Accept-Encoding": "identity",
+                                     "User-Agent": self.user_agent},
                                     timeout=settings.webhook_timeout_seconds, cap=settings.webhook_response_cap_bytes)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ import httpx
 from liveblog.webhooks.schedule import parse_retry_after
 
 EXCERPT_CHARS = 500
+TIMEOUT_PHASES = ("connect", "read", "write", "pool")  # httpcore's per-operation timeouts
 
 
 @dataclass(frozen=True)
@@ -22,22 +23,29 @@ class Attempt:
     retry_after: float | None = None
 
 
-async def post(http: httpx.AsyncClient, url: str, body: str, headers: dict[str, str], *, timeout: float,
-               cap: int) -> Attempt:
+async def post(transport: httpx.AsyncBaseTransport, url: str, body: str, headers: dict[str, str], *,
+               timeout: float, cap: int) -> Attempt:
     """POST ``body``; the whole attempt (connect, send, answer) must fit in ``timeout`` seconds.
 
-    At most ``cap`` bytes of the answer are read (raw, so a compressed answer cannot expand in
-    memory); the connection is dropped after that.
+    The request goes straight to the (SSRF-guarded) transport: the client layer on top of it only
+    adds what a webhook must not have (redirect following, a cookie jar shared across attempts) and
+    costs about a fifth of an attempt's CPU time. At most ``cap`` bytes of the answer are read (raw,
+    so a compressed answer cannot expand in memory); the connection is dropped after that.
     """
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            async with http.stream("POST", url, content=body.encode(), headers=headers) as response:
+            request = httpx.Request("POST", url, content=body.encode(), headers=headers,
+                                    extensions={"timeout": dict.fromkeys(TIMEOUT_PHASES, timeout)})
+            response = await transport.handle_async_request(request)
+            try:
                 received = bytearray()
                 async for chunk in response.aiter_raw():
                     received += chunk
                     if len(received) >= cap:
                         break
+            finally:
+                await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
         return Attempt(None, f"timed out after {timeout:g} s", time.perf_counter() - started, "")
     except httpx.ConnectError as exc:

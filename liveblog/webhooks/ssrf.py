@@ -4,8 +4,8 @@ or metadata addresses unless an operator allowed those networks (``LIVEBLOG_WEBH
 The check runs twice: when a subscription is saved (:func:`check_url`, for a clear 422) and on every
 connection (:class:`GuardedTransport`), because DNS can change between the two (rebinding). The
 transport resolves the name itself, checks every address, and connects to a checked address, so
-the address that was checked is the one that is dialled. Redirects are never followed (see the
-client in :func:`guarded_client`) and proxies from the environment are ignored.
+the address that was checked is the one that is dialled. The transport never follows
+redirects and ignores proxies from the environment.
 """
 
 from __future__ import annotations
@@ -155,7 +155,13 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool rebuilt on the guarded network backend."""
+    """httpx's transport with its connection pool rebuilt on the guarded network backend.
+
+    Keep ``max_connections`` small: httpcore's pool re-examines every pooled connection (quadratically)
+    each time a request is queued or finished, which dominated the CPU cost of a request with dozens
+    of connections in one pool. ``ssl_context`` lets many transports share one (building one loads the
+    CA bundle, which costs milliseconds).
+    """
 
     def __init__(self, policy: AddressPolicy, *, max_connections: int,
                  ssl_context: ssl.SSLContext | None = None) -> None:
@@ -170,21 +176,3 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=KEEPALIVE_SECONDS,
             network_backend=_GuardedBackend(policy),
         )
-
-
-def guarded_client(policy: AddressPolicy, *, timeout: float, max_connections: int,
-                   ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
-    """A client that only dials checked addresses, never follows redirects and ignores proxies.
-
-    Keep ``max_connections`` small: httpcore's pool re-examines every pooled connection (quadratically)
-    each time a request is queued or finished, which dominates the CPU cost of a request with dozens
-    of connections in one pool. ``ssl_context`` lets many clients share one (building one loads the
-    CA bundle, which costs milliseconds).
-    """
-    return httpx.AsyncClient(
-        transport=GuardedTransport(policy, max_connections=max_connections, ssl_context=ssl_context),
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        trust_env=False,  # an environment proxy would dial on our behalf, past the guard
-        headers={"User-Agent": "liveblog-webhooks/1"},
-    )
