@@ -21,7 +21,7 @@ import httpx
 
 from liveblog.webhooks.ssrf import KEEPALIVE_SECONDS, AddressPolicy, GuardedTransport
 
-SWEEP_SECONDS = 10.0  # how often idle clients are looked for
+SWEEP_SECONDS = 10.0  # idle transports are looked for at most this often
 
 
 @dataclass
@@ -53,9 +53,8 @@ class Clients:
         finally:
             entry.users -= 1
             entry.last_used = time.monotonic()
-        self._sweep()
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
         """Close (in the background) transports unused for longer than a pooled connection lives, so a
         subscription that went quiet or was deleted holds no sockets and no memory."""
         now = time.monotonic()

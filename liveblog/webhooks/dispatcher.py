@@ -93,6 +93,7 @@ class Dispatcher:
     async def _send_loop(self) -> None:
         backoff = 0.1
         while True:
+            self.clients.sweep()
             room = self.settings.webhook_concurrency - len(self._inflight)
             wait = IDLE_POLL_SECONDS
             self._wake.clear()
