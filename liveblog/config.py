@@ -57,7 +57,7 @@ class Settings:
     allowed_networks: tuple[str, ...] = ()
     webhook_timeout_seconds: float = 15.0
     webhook_disable_after_seconds: float = 5 * 24 * 3600.0
-    webhook_concurrency: int = 64
+    webhook_concurrency: int = 256
     webhook_concurrency_per_subscription: int = 4
     webhook_claim_idle_seconds: float = 60.0
     # Attempts kept per subscription in its delivery log, and bytes of a response body read/kept.
@@ -85,7 +85,7 @@ class Settings:
             webhook_timeout_seconds=_number(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0),
             webhook_disable_after_seconds=_number(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
             webhook_claim_idle_seconds=_number(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0),
-            webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 64),
+            webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 256),
             webhook_concurrency_per_subscription=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
             webhook_log_size=_number(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
         )
