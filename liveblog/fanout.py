@@ -210,10 +210,6 @@ class Hub:
         await self._reader.aclose()
         await self._pool.aclose()
 
-    @property
-    def client_count(self) -> int:
-        return sum(len(channel.readers) for channel in self.channels.values())
-
     async def subscribe(self, slug: str) -> Subscriber:
         """Register a client. Every change after this call returns reaches its buffer.
 
