@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from html.parser import HTMLParser
 
 import httpx
 import pytest
 
 from tests.conftest import JSON, admin
+from tests.support import HOSTILE, assert_clean
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict:
@@ -134,34 +134,6 @@ async def test_unknown_blog_and_bad_slugs(client: httpx.AsyncClient, editor: dic
         assert_problem(await client.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "t"}), 422)
     assert_problem(await client.post("/api/blogs", headers=admin(), json={"slug": "tz-bad", "title": "t",
                                                                         "timezone": "Mars/Olympus"}), 422)
-
-
-HOSTILE = (
-    '<script>alert(1)</script><img src=x onerror="alert(2)"><a href="javascript:alert(3)">link</a>'
-    '<iframe src="https://evil.example"></iframe><p style="x" onclick="alert(4)">testo</p>'
-    "\n\n[md](javascript:alert(5)) [ok](https://example.org)"
-)
-
-
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.found.append((tag, attrs))
-
-
-def assert_clean(html: str) -> None:
-    """No script-capable element, no event handler, no style, no javascript: URL (parsed, not grepped)."""
-    parser = _Tags()
-    parser.feed(html)
-    for tag, attrs in parser.found:
-        assert tag not in ("script", "iframe", "object", "embed", "style"), html
-        for name, value in attrs:
-            assert not name.startswith("on") and name != "style", html
-            if name in ("href", "src"):
-                assert not (value or "").strip().lower().startswith(("javascript:", "data:")), html
 
 
 async def test_hostile_html_is_sanitized_in_the_api(client: httpx.AsyncClient, blog: str,

@@ -8,10 +8,9 @@ import uuid
 from html.parser import HTMLParser
 from typing import Any
 
-import httpx
-
 from tests.conftest import admin
 from tests.sse_client import SSEClient
+from tests.support import post
 
 
 class Scripts(HTMLParser):
@@ -49,12 +48,6 @@ def block(html: str, kind: str) -> Any:
     found = [text for t, text in parse(html).scripts if t == kind]
     assert len(found) == 1, f"expected one {kind} block, found {len(found)}"
     return json.loads(found[0])
-
-
-async def post(client: httpx.AsyncClient, slug: str, editor: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = await client.post(f"/api/blogs/{slug}/entries", headers=editor, json=fields)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_live_page_is_server_rendered_cacheable_and_locked_down(client, blog, editor) -> None:

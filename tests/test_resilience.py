@@ -9,7 +9,7 @@ import httpx
 
 from tests.conftest import RedisServer, Service
 from tests.sse_client import SSEClient
-from tests.test_sse import post
+from tests.support import post
 
 
 async def _wait_ready(http: httpx.AsyncClient) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import Service, admin
 from tests.sse_client import SSEClient
+from tests.support import HOSTILE, assert_clean, post
 
 
 async def test_post_reaches_a_connected_reader(client: httpx.AsyncClient, server: Service, blog: str,
@@ -25,12 +26,6 @@ async def test_post_reaches_a_connected_reader(client: httpx.AsyncClient, server
         assert event.json["body_html"] == "<p>aggiornamento ore 14.25</p>"
         assert event.id and event.id.count("-") == 1
     assert reader.retry is not None and reader.retry > 0
-
-
-async def post(client: httpx.AsyncClient, blog: str, editor: dict[str, str], body: str, **extra: object) -> dict:
-    response = await client.post(f"/api/blogs/{blog}/entries", headers=editor, json={"body": body, **extra})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_edits_and_deletes_reach_readers(client: httpx.AsyncClient, server: Service, blog: str,
@@ -105,8 +100,6 @@ async def test_id_from_another_stream_gets_reset(client: httpx.AsyncClient, serv
 
 async def test_hostile_html_is_sanitized_in_sse_data(client: httpx.AsyncClient, server: Service, blog: str,
                                                      editor: dict[str, str]) -> None:
-    from tests.test_api import HOSTILE, assert_clean
-
     async with SSEClient(f"{server.url}/blogs/{blog}/events") as reader:
         await post(client, blog, editor, HOSTILE)
         event = await reader.next()
