@@ -74,8 +74,8 @@ class Intake:
                 if fields:
                     event_ms = (streamids.parse(event_id) or (0, 0))[0]
                     event_type, data = fields.get("type", ""), fields.get("data", "null")
-                    jobs = [Job.for_change(sub.id, slug, event_id, event_type, data) for sub in subs
-                            if sub.wants(slug, event_type, event_ms)]
+                    wanted = [sub.id for sub in subs if sub.wants(slug, event_type, event_ms)]
+                    jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data) if wanted else []
                 await self.queue.enqueue(jobs, ack=(stream, event_id), client=pipe)
             results = await pipe.execute()
         if any(result > 0 for result in results):

@@ -175,9 +175,17 @@ class Job:
 
     @classmethod
     def for_change(cls, sub_id: str, slug: str, event_id: str, event_type: str, data: str) -> Job:
-        """The Standard Webhooks body ``{"type", "timestamp", "data"}``; ``data`` is embedded verbatim."""
-        body = orjson.dumps({"type": event_type, "timestamp": event_time(event_id), "data": orjson.Fragment(data)})
-        return cls(sub_id, message_id(slug, event_id, sub_id), slug, event_id, event_type, body.decode())
+        return cls.for_subscriptions([sub_id], slug, event_id, event_type, data)[0]
+
+    @classmethod
+    def for_subscriptions(cls, sub_ids: list[str], slug: str, event_id: str, event_type: str, data: str
+                          ) -> list[Job]:
+        """One job per subscription, sharing one Standard Webhooks body ``{"type", "timestamp", "data"}``
+        (encoded once per change; ``data`` is embedded verbatim)."""
+        body = orjson.dumps({"type": event_type, "timestamp": event_time(event_id),
+                             "data": orjson.Fragment(data)}).decode()
+        return [cls(sub_id, message_id(slug, event_id, sub_id), slug, event_id, event_type, body)
+                for sub_id in sub_ids]
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()
