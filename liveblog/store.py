@@ -231,12 +231,11 @@ class Store:
 
     async def list_blogs(self) -> list[dict[str, Any]]:
         slugs = await self.redis.zrange(keys.BLOGS, 0, -1)
-        docs = []
-        for slug in slugs:
-            raw = await self.redis.hget(keys.blog(slug), "doc")
-            if raw is not None:
-                docs.append(self._present_blog(orjson.loads(raw)))
-        return docs
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slug in slugs:
+                pipe.hget(keys.blog(slug), "doc")
+            raws = await pipe.execute()
+        return [self._present_blog(orjson.loads(raw)) for raw in raws if raw is not None]
 
     async def blog_slugs(self) -> list[str]:
         return list(await self.redis.zrange(keys.BLOGS, 0, -1))
