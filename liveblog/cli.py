@@ -123,10 +123,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _run_server(url, args, public_url)
 
 
-def cmd_worker(_args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
+    from liveblog.webhooks import health
     from liveblog.webhooks.dispatcher import Dispatcher
 
     settings = Settings.from_env()
+    if args.check:
+        if settings.worker_health_file is None:
+            say("error: --check needs LIVEBLOG_WORKER_HEALTH_FILE (the file a running worker keeps fresh)")
+            return 2
+        healthy, why = health.check(settings.worker_health_file)
+        say(why)
+        return 0 if healthy else 1
 
     async def run(url: str) -> None:
         dispatcher = Dispatcher(Settings.from_env({**os.environ, "LIVEBLOG_REDIS_URL": url}),
@@ -136,8 +144,13 @@ def cmd_worker(_args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await dispatcher.start()
+        beating = None
+        if settings.worker_health_file is not None:
+            beating = asyncio.create_task(health.beat(settings.worker_health_file, lambda: dispatcher.last_progress))
         say("webhook dispatcher running; Ctrl-C to stop")
         await stop.wait()
+        if beating is not None:
+            beating.cancel()
         say("stopping: finishing deliveries in flight")
         await dispatcher.stop()
 
@@ -186,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     worker = commands.add_parser("worker", help="run the webhook dispatcher alone")
+    worker.add_argument("--check", action="store_true",
+                        help="health check: exit 0 if the worker using LIVEBLOG_WORKER_HEALTH_FILE made progress "
+                             "in the last 30 s, else 1")
     worker.set_defaults(func=cmd_worker)
 
     token = commands.add_parser("token", help="manage bearer tokens")

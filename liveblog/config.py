@@ -64,6 +64,8 @@ class Settings:
     webhook_log_size: int = 200
     webhook_response_cap_bytes: int = 4096
     idempotency_ttl_seconds: int = 24 * 3600
+    # `liveblog worker` keeps this file fresh while it makes progress (`liveblog worker --check`).
+    worker_health_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -88,4 +90,6 @@ class Settings:
             webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 256),
             webhook_concurrency_per_subscription=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
             webhook_log_size=_number(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
+            worker_health_file=Path(env["LIVEBLOG_WORKER_HEALTH_FILE"]) if env.get("LIVEBLOG_WORKER_HEALTH_FILE")
+            else None,
         )

@@ -49,6 +49,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_progress = time.monotonic()  # the last claim round trip to Redis (see health.py)
 
     async def start(self) -> None:
         settings = self.settings
@@ -97,12 +98,15 @@ class Dispatcher:
             room = self.settings.webhook_concurrency - len(self._inflight)
             wait = IDLE_POLL_SECONDS
             self._wake.clear()
-            if room > 0:
+            if room <= 0:  # every slot busy: progress is the deliveries in flight
+                self.last_progress = time.monotonic()
+            else:
                 try:
                     now, next_due, claims = await self.queue.claim(
                         limit=room, per_subscription=self.settings.webhook_concurrency_per_subscription,
                         lease_ms=self.lease_ms)
                     backoff = 0.1
+                    self.last_progress = time.monotonic()
                 except (RedisError, OSError) as exc:
                     log.warning("webhook sender: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
