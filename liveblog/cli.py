@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from redis.exceptions import RedisError
 
 from liveblog import __version__
-from liveblog.config import Settings
+from liveblog.config import SettingError, Settings
 from liveblog.embedded import EmbeddedRedis, EmbeddedRedisError
 
 
@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        Settings.from_env()  # every command refuses bad settings before it starts anything
+    except SettingError as exc:
+        say(f"error: {exc}")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

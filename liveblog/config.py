@@ -1,37 +1,184 @@
-"""Settings, read once from the environment (see CONTRACT.md for the public variables)."""
+"""Settings, read once from the environment (see CONTRACT.md for the public variables).
+
+Every ``LIVEBLOG_*`` variable is read through one of the small parsers below, which validate it
+(type, range, scheme, ...) and raise :class:`SettingError` naming the variable; the CLI turns that
+into a one-line message and exit code 2 before anything starts. Each read also declares the variable
+(a line of documentation and the commands that use it), which is where ``liveblog CMD --help`` takes
+its list of environment variables from. To add a setting: a field on :class:`Settings` and one parser
+call in :meth:`Settings.from_env` with its bounds, e.g.
+``_number(env, "LIVEBLOG_X", 10, minimum=1, doc="...", used_by=WEB)``.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 Num = TypeVar("Num", int, float)
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+PUBLIC_SCHEMES = ("http", "https")
+
+# Which commands use a variable (``liveblog CMD --help`` lists it); "token" covers its subcommands.
+EVERY = ("serve", "demo", "worker", "token")
+WEB = ("serve", "demo")
+DELIVERY = ("serve", "demo", "worker")
 
 
-def _floats(raw: str) -> tuple[float, ...]:
+class SettingError(ValueError):
+    """A ``LIVEBLOG_*`` variable with a value that cannot be used."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name} {message}")
+        self.name = name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable as ``--help`` shows it."""
+
+    name: str
+    doc: str
+    used_by: tuple[str, ...]
+    default: str
+
+
+class _Env:
+    """The environment as ``from_env`` reads it: each read also declares the variable."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.declared: dict[str, Variable] = {}
+
+    def read(self, name: str, default: object, doc: str, used_by: tuple[str, ...]) -> str | None:
+        """The stripped value, or None when unset or empty (the default applies)."""
+        shown = "unset" if default is None else ",".join(map(_plain, default)) if isinstance(default, tuple) \
+            else _plain(default)
+        self.declared[name] = Variable(name, doc, used_by, shown)
+        raw = self.values.get(name)
+        return raw.strip() if raw is not None and raw.strip() else None
+
+
+def _plain(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(env: _Env, name: str, default: Num, *, minimum: Num | None = None, maximum: Num | None = None,
+            above: Num | None = None, doc: str, used_by: tuple[str, ...]) -> Num:
+    """A number of the type of ``default``, within ``minimum``/``maximum`` (inclusive) and ``above``
+    (exclusive)."""
+    raw = env.read(name, default, doc, used_by)
+    if raw is None:
+        return default
+    kind = "an integer" if isinstance(default, int) else "a number"
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        raise SettingError(name, f"must be {kind}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingError(name, f"must be a finite number, got {raw!r}")
+    bounds = [f"greater than {_plain(above)}" if above is not None else "",
+              f"at least {_plain(minimum)}" if minimum is not None else "",
+              f"at most {_plain(maximum)}" if maximum is not None else ""]
+    if ((above is not None and value <= above) or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)):
+        raise SettingError(name, f"must be {kind} {' and '.join(b for b in bounds if b)}, got {raw!r}")
+    return value
+
+
+def _seconds_list(env: _Env, name: str, default: tuple[float, ...], *, doc: str,
+                  used_by: tuple[str, ...]) -> tuple[float, ...]:
+    """Comma-separated non-negative seconds, at least one."""
+    raw = env.read(name, default, doc, used_by)
+    if raw is None:
+        return default
     try:
         values = tuple(float(part) for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(f"LIVEBLOG_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds: {raw!r}") from exc
-    if any(v < 0 for v in values):
-        raise ValueError("LIVEBLOG_WEBHOOK_RETRY_SCHEDULE must not contain negative delays")
+    except ValueError:
+        raise SettingError(name, f"must be comma-separated seconds, got {raw!r}") from None
+    if not values:
+        raise SettingError(name, "must list at least one delay in seconds")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise SettingError(name, f"must hold finite, non-negative seconds, got {raw!r}")
     return values
 
 
-def _number(env: dict[str, str], name: str, default: Num) -> Num:
-    """``env[name]`` parsed as the type of ``default``; unset or empty gives ``default``."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _networks(env: _Env, name: str, *, doc: str, used_by: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated CIDRs (IPv4 or IPv6; host bits allowed), normalised."""
+    raw = env.read(name, None, doc, used_by)
+    if raw is None:
+        return ()
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise SettingError(name, f"must be comma-separated CIDRs (e.g. 10.0.0.0/8), got {part!r}") from None
+    return tuple(networks)
+
+
+def _url(env: _Env, name: str, *, schemes: tuple[str, ...], doc: str, used_by: tuple[str, ...]) -> str | None:
+    """An absolute URL with one of ``schemes`` and a host (a path for ``unix://``)."""
+    raw = env.read(name, None, doc, used_by)
+    if raw is None:
+        return None
     try:
-        return type(default)(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be {'an integer' if isinstance(default, int) else 'a number'}, "
-                         f"got {raw!r}") from exc
+        parts = urlsplit(raw)
+        single_host = "," not in parts.netloc
+        if single_host:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise SettingError(name, f"is not a valid URL: {raw!r}") from None
+    if parts.scheme not in schemes:
+        raise SettingError(name, f"must start with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+    if parts.scheme == "unix" and not parts.path:
+        raise SettingError(name, f"must name a socket path (unix:///path/to/redis.sock), got {raw!r}")
+    if parts.scheme != "unix" and not (parts.hostname if single_host else parts.netloc):
+        raise SettingError(name, f"must name a host, got {raw!r}")
+    if parts.scheme in PUBLIC_SCHEMES:
+        if parts.query or parts.fragment:
+            raise SettingError(name, f"must be a base URL without query or fragment, got {raw!r}")
+        return raw.rstrip("/")
+    return raw
+
+
+def _text(env: _Env, name: str, *, min_length: int = 1, doc: str, used_by: tuple[str, ...]) -> str | None:
+    """A word: no whitespace inside, at least ``min_length`` characters."""
+    raw = env.read(name, None, doc, used_by)
+    if raw is None:
+        return None
+    if len(raw) < min_length or any(c.isspace() or not c.isprintable() for c in raw):
+        raise SettingError(name, f"must be at least {min_length} printable characters without spaces")
+    return raw
+
+
+def _directory(env: _Env, name: str, default: Path, *, doc: str, used_by: tuple[str, ...]) -> Path:
+    """A directory path; it may not exist yet, but must not be something else."""
+    raw = env.read(name, default, doc, used_by)
+    path = default if raw is None else Path(raw)
+    if path.exists() and not path.is_dir():
+        raise SettingError(name, f"must be a directory, and {str(path)!r} is not one")
+    return path
+
+
+def _file(env: _Env, name: str, *, doc: str, used_by: tuple[str, ...]) -> Path | None:
+    """An optional file path; it may not exist yet, but must not be a directory."""
+    raw = env.read(name, None, doc, used_by)
+    if raw is None:
+        return None
+    if Path(raw).is_dir():
+        raise SettingError(name, f"must be a file, and {raw!r} is a directory")
+    return Path(raw)
 
 
 @dataclass(frozen=True)
@@ -66,30 +213,59 @@ class Settings:
     idempotency_ttl_seconds: int = 24 * 3600
     # `liveblog worker` keeps this file fresh while it makes progress (`liveblog worker --check`).
     worker_health_file: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        schedule = env.get("LIVEBLOG_WEBHOOK_RETRY_SCHEDULE")
-        networks = env.get("LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS", "")
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings, validated; raises :class:`SettingError` for the first bad variable."""
+        return cls._read(_Env(os.environ if env is None else env))
+
+    @classmethod
+    def variables(cls) -> list[Variable]:
+        """Every variable ``from_env`` reads, in order, with its documentation."""
+        env = _Env({})
+        cls._read(env)
+        return list(env.declared.values())
+
+    @classmethod
+    def _read(cls, env: _Env) -> Settings:
         return cls(
-            redis_url=env.get("LIVEBLOG_REDIS_URL") or None,
-            data_dir=Path(env.get("LIVEBLOG_DATA_DIR") or ".liveblog"),
-            admin_token=env.get("LIVEBLOG_ADMIN_TOKEN") or None,
-            public_url=(env.get("LIVEBLOG_PUBLIC_URL") or "").rstrip("/") or None,
-            stream_maxlen=_number(env, "LIVEBLOG_STREAM_MAXLEN", 10_000),
-            max_body_bytes=_number(env, "LIVEBLOG_MAX_BODY_BYTES", 256 * 1024),
-            client_buffer=_number(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256),
-            heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0),
-            retry_schedule=_floats(schedule) if schedule else DEFAULT_RETRY_SCHEDULE,
-            allowed_networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-            webhook_timeout_seconds=_number(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0),
-            webhook_disable_after_seconds=_number(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0),
-            webhook_claim_idle_seconds=_number(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0),
-            webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 256),
-            webhook_concurrency_per_subscription=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4),
-            webhook_log_size=_number(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200),
-            worker_health_file=Path(env["LIVEBLOG_WORKER_HEALTH_FILE"]) if env.get("LIVEBLOG_WORKER_HEALTH_FILE")
-            else None,
+            redis_url=_url(env, "LIVEBLOG_REDIS_URL", schemes=REDIS_SCHEMES, used_by=EVERY,
+                           doc="Redis to use; unset: the embedded server in the data dir"),
+            data_dir=_directory(env, "LIVEBLOG_DATA_DIR", Path(".liveblog"), used_by=EVERY,
+                                doc="where the embedded Redis server keeps its data (private, 0700)"),
+            admin_token=_text(env, "LIVEBLOG_ADMIN_TOKEN", min_length=16, used_by=WEB,
+                              doc="a bootstrap admin bearer token"),
+            public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
+                            doc="absolute base URL of links in pages, feeds and webhooks (default http://HOST:PORT)"),
+            stream_maxlen=_number(env, "LIVEBLOG_STREAM_MAXLEN", 10_000, minimum=1, used_by=WEB,
+                                  doc="changes kept per blog for resuming readers"),
+            max_body_bytes=_number(env, "LIVEBLOG_MAX_BODY_BYTES", 256 * 1024, minimum=1, used_by=WEB,
+                                   doc="largest accepted JSON request body, in bytes"),
+            client_buffer=_number(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256, minimum=1, used_by=WEB,
+                                  doc="events queued per event-stream reader before it is cut off"),
+            heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0, above=0.0, maximum=3600.0, used_by=WEB,
+                                      doc="seconds between keep-alive comments on event streams"),
+            retry_schedule=_seconds_list(env, "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE,
+                                         used_by=DELIVERY, doc="seconds between webhook attempts, comma-separated"),
+            allowed_networks=_networks(env, "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS", used_by=DELIVERY,
+                                       doc="CIDRs webhook targets may resolve to although private/loopback"),
+            webhook_timeout_seconds=_number(env, "LIVEBLOG_WEBHOOK_TIMEOUT", 15.0, above=0.0, used_by=DELIVERY,
+                                            doc="seconds a webhook receiver has to answer"),
+            webhook_disable_after_seconds=_number(env, "LIVEBLOG_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600.0,
+                                                  above=0.0, used_by=DELIVERY,
+                                                  doc="seconds of nothing but failures before a subscription "
+                                                      "is disabled"),
+            webhook_claim_idle_seconds=_number(env, "LIVEBLOG_WEBHOOK_CLAIM_IDLE", 60.0, above=0.0,
+                                               used_by=DELIVERY,
+                                               doc="seconds before a dead dispatcher's deliveries are taken over"),
+            webhook_concurrency=_number(env, "LIVEBLOG_WEBHOOK_CONCURRENCY", 256, minimum=1, used_by=DELIVERY,
+                                        doc="webhook deliveries in flight per dispatcher"),
+            webhook_concurrency_per_subscription=_number(
+                env, "LIVEBLOG_WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION", 4, minimum=1, used_by=DELIVERY,
+                doc="webhook deliveries in flight per subscription, across all dispatchers"),
+            webhook_log_size=_number(env, "LIVEBLOG_WEBHOOK_LOG_SIZE", 200, minimum=1, used_by=DELIVERY,
+                                     doc="delivery attempts kept per subscription"),
+            worker_health_file=_file(env, "LIVEBLOG_WORKER_HEALTH_FILE", used_by=("worker",),
+                                     doc="a file `liveblog worker` keeps fresh while it makes progress "
+                                         "(`worker --check` reads it)"),
         )
