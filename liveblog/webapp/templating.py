@@ -9,8 +9,10 @@ Use it like this::
 
 - Templates come from ``web/templates`` of a source checkout, else from the copy packed into the
   wheel (``liveblog/_web/templates``); static files likewise from ``web/static``.
-- Autoescaping is on. ``static_url('live.js')`` gives ``/static/live.js?v=<content hash>``; such
-  versioned URLs are cached for a year (the hash changes with the file), unversioned ones for 5 minutes.
+- Autoescaping is on, and ``None`` renders as nothing (an untitled or anonymous entry shows no "None").
+- ``static_url('live.js')`` gives ``/static/live.js?v=<content hash>``; a request carrying exactly that
+  hash is cached for a year (the hash changes with the file); any other (no ``v``, an old or made-up
+  one) for 5 minutes, so a stale or forged version can never pin a file in caches.
 - The ``script_json`` filter writes a value as JSON that is safe inside ``<script type="application/json">``
   (and ``application/ld+json``): ``<``, ``>``, ``&`` and U+2028/9 are escaped, so ``</script>`` in data
   cannot close the element. Pages have no inline script (see ``csp``); read such blocks from /static code.
@@ -27,6 +29,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -105,6 +108,7 @@ env = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=lambda value: "" if value is None else value,
 )
 env.filters["script_json"] = script_json
 env.globals["static_url"] = static_url
@@ -121,8 +125,9 @@ class _CachedStatic(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         if response.status_code in (200, 304):
-            versioned = b"v=" in scope.get("query_string", b"")
-            response.headers["Cache-Control"] = VERSIONED_CACHE if versioned else UNVERSIONED_CACHE
+            version = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v")
+            current = version == [_file_version(path)]
+            response.headers["Cache-Control"] = VERSIONED_CACHE if current else UNVERSIONED_CACHE
             response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
