@@ -65,6 +65,22 @@ if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[8]) end
 return {'ok', sid}
 """
 
+# A consistent snapshot for a live page, read in one step so no write falls between its parts.
+# KEYS: 1 stream, 2 blog hash, 3 pinned zset, 4 order zset, 5 entries hash.
+# ARGV: 1 how many unpinned entries are wanted (as many more newest are read as there are pinned ones).
+# Returns {newest change ID or '0-0', blog doc or false, pinned entries, newest entries}.
+_SNAPSHOT = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local doc = redis.call('HGET', KEYS[2], 'doc')
+local function states(ids)
+  if #ids == 0 then return {} end
+  return redis.call('HMGET', KEYS[5], unpack(ids))
+end
+local pinned = redis.call('ZREVRANGE', KEYS[3], 0, -1)
+local ids = redis.call('ZREVRANGE', KEYS[4], 0, tonumber(ARGV[1]) + #pinned - 1)
+return {newest[1] and newest[1][1] or '0-0', doc, states(pinned), states(ids)}
+"""
+
 
 class StoreError(Exception):
     """Base of the errors the API turns into problem+json responses."""
@@ -99,6 +115,16 @@ class Change:
     id: str
     type: str
     data: str  # JSON, exactly as written: encoded once, sent as is
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A blog as of one change (``after``): what a page renders, then resumes its stream from."""
+
+    after: str
+    blog: dict[str, Any]
+    pinned: list[dict[str, Any]]  # newest first
+    newest: list[dict[str, Any]]  # newest first, pinned ones included
 
 
 def dumps(value: Any) -> str:
@@ -146,6 +172,7 @@ class Store:
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
+        self._snapshot = redis.register_script(_SNAPSHOT)
 
     # ---- low level -------------------------------------------------------------------------
 
@@ -394,6 +421,22 @@ class Store:
             return []
         raws = await self.redis.hmget(keys.entries(slug), ids)
         return [orjson.loads(raw) for raw in raws if raw is not None]
+
+    async def snapshot(self, slug: str, unpinned: int) -> Snapshot:
+        """The blog, its pinned entries and its newest entries (``unpinned`` of them not pinned, when
+        there are that many) exactly as of the change ``after``.
+
+        One atomic read: a page that renders this and resumes its stream after ``after`` neither
+        misses a change nor gets one it already shows (separate reads could fall either side of a write).
+        """
+        if not SLUG_RE.match(slug):
+            raise NotFound(f"no blog '{slug}'")
+        keys_ = [keys.stream(slug), keys.blog(slug), keys.pinned(slug), keys.order(slug), keys.entries(slug)]
+        after, doc, pinned, entries = await self._snapshot(keys=keys_, args=[unpinned])
+        if not doc:
+            raise NotFound(f"no blog '{slug}'")
+        return Snapshot(after, self._present_blog(orjson.loads(doc)),
+                        [orjson.loads(raw) for raw in pinned if raw], [orjson.loads(raw) for raw in entries if raw])
 
     # ---- change log ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -186,6 +187,57 @@ async def test_static_files_are_versioned_and_cached(client, blog) -> None:
     assert (await client.get("/static/nope.js")).status_code == 404
 
 
+async def test_only_the_current_version_of_a_static_file_is_cached_for_good(client, blog) -> None:
+    html = (await client.get(f"/blogs/{blog}")).text
+    current = re.search(r'src="/static/live\.js\?v=([0-9a-f]+)"', html).group(1)  # type: ignore[union-attr]
+    assert "immutable" in (await client.get(f"/static/live.js?v={current}")).headers["cache-control"]
+    for query in ("v=0123456789ab", "v=", f"nav={current}", f"xv={current}&y=1", f"v={current}&v=other"):
+        response = await client.get(f"/static/live.js?{query}")
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "public, max-age=300", query
+
+
+class Fields(HTMLParser):
+    """Text of each ``data-field`` element, per entry id (``data-id``) of the rendered updates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, dict[str, str]] = {}
+        self._entry: str | None = None
+        self._open: list[str | None] = []  # the data-field (or None) of each open element
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "article" and found.get("data-id"):
+            self._entry = found["data-id"]
+            self.entries[self._entry] = {}
+        if tag not in ("img", "br", "hr", "input", "meta", "link"):
+            self._open.append(found.get("data-field"))
+        if self._entry and found.get("data-field"):
+            self.entries[self._entry].setdefault(found["data-field"], "")  # type: ignore[arg-type]
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open:
+            self._open.pop()
+        if tag == "article":
+            self._entry = None
+
+    def handle_data(self, data: str) -> None:
+        if self._entry:
+            for name in {n for n in self._open if n}:
+                self.entries[self._entry][name] += data
+
+
+async def test_untitled_anonymous_entries_render_no_none(client, blog, editor) -> None:
+    bare = await post(client, blog, editor, body="Solo il testo", author=None)
+    for path in (f"/blogs/{blog}", f"/blogs/{blog}/embed"):
+        parser = Fields()
+        parser.feed((await client.get(path)).text)
+        fields = parser.entries[bare["id"]]
+        assert fields["title"].strip() == "" and fields["author"].strip() == "", (path, fields)
+        assert "None" not in "".join(fields.values()), (path, fields)
+
+
 def _rendered_order(html: str) -> list[tuple[str, bool]]:
     """(entry id, shown as pinned) in the order the page renders its updates."""
     return [(m.group(2), m.group(1) is not None)
@@ -208,3 +260,87 @@ async def test_pinned_updates_render_first_and_follow_pin_unpin_delete(client, b
     await client.delete(f"/api/blogs/{blog}/entries/{old['id']}", headers=editor)
     order = _rendered_order((await client.get(f"/blogs/{blog}")).text)
     assert old["id"] not in [i for i, _ in order] and not any(pinned for _, pinned in order)
+
+
+class Rendered(HTMLParser):
+    """What a live page shows: entry id -> version, and the blog title."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, int] = {}
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "article" and found.get("data-id"):
+            self.versions[found["data-id"]] = int(found["data-version"] or 0)  # type: ignore[arg-type]
+        self._in_title = tag == "h1" and "data-lb-title" in found
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+
+
+async def test_page_rendered_during_writes_resumes_with_no_gap_and_no_duplicate(client, server, blog, editor) -> None:
+    """Pages loaded while an editor creates, edits, pins, deletes and retitles: each page, replayed from
+    its resume point, gets exactly the changes it does not show (every one once, in version order)."""
+    pages: list[str] = []
+    writing = True
+
+    async def write() -> None:
+        nonlocal writing
+        live: list[str] = []
+        try:
+            for i in range(60):
+                if i % 3 == 0 or not live:
+                    live.append((await post(client, blog, editor, body=f"n. {i}"))["id"])
+                elif i % 3 == 1:
+                    change = {"body": f"n. {i} corretto"} if i % 2 else {"pinned": i % 4 == 1}
+                    response = await client.patch(f"/api/blogs/{blog}/entries/{live[i % len(live)]}",
+                                                  headers=editor, json=change)
+                    assert response.status_code == 200, response.text
+                elif i % 5 == 2 and len(live) > 3:
+                    response = await client.delete(f"/api/blogs/{blog}/entries/{live.pop(0)}", headers=editor)
+                    assert response.status_code == 204
+                else:
+                    response = await client.patch(f"/api/blogs/{blog}", headers=editor, json={"title": f"Titolo {i}"})
+                    assert response.status_code == 200, response.text
+        finally:
+            writing = False
+
+    async def read() -> None:
+        while writing:
+            pages.append((await client.get(f"/blogs/{blog}")).text)
+
+    await asyncio.gather(write(), read(), read(), read())
+    final = (await client.get(f"/blogs/{blog}")).text
+    end = block(final, "application/json")["after"]
+    truth = Rendered()
+    truth.feed(final)
+    assert len(truth.versions) < 20  # all of them fit on one page, so every page shows every entry
+    checked = 0
+    for html in {block(p, "application/json")["after"]: p for p in pages}.values():
+        shown = Rendered()
+        shown.feed(html)
+        after = block(html, "application/json")["after"]
+        if after != end:
+            async with SSEClient(f"{server.url}/blogs/{blog}/events", params={"last_event_id": after}) as sse:
+                for event in await sse.until(lambda e: e.id == end):
+                    data = event.json
+                    if event.event == "entry.created":
+                        assert data["id"] not in shown.versions, f"{data['id']} shown and replayed"
+                        shown.versions[data["id"]] = data["version"]
+                    elif event.event == "entry.updated":
+                        assert data["version"] == shown.versions[data["id"]] + 1, (data, shown.versions)
+                        shown.versions[data["id"]] = data["version"]
+                    elif event.event == "entry.deleted":
+                        del shown.versions[data["id"]]
+                    elif event.event == "blog.updated":
+                        shown.title = data["title"]
+        assert (shown.versions, shown.title.strip()) == (truth.versions, truth.title.strip())
+        checked += 1
+    assert checked > 10

@@ -1,10 +1,10 @@
 """The reader's pages: ``GET /blogs/{slug}`` (the live page) and ``GET /blogs/{slug}/embed``.
 
 Server-rendered (they work without JavaScript), then kept live by ``web/static/live.js`` over the
-event stream. The page is cacheable for a few seconds; it carries the newest change ID *read before
-the entries*, and live.js resumes the stream from there, so a page served from a cache (or rendered
-while an update lands) misses nothing: whatever it lacks is replayed, whatever it already shows is
-deduplicated by entry id and version.
+event stream. The page is cacheable for a few seconds; it carries the ID of the newest change it
+reflects (read with the blog and entries in one atomic step, ``Store.snapshot``), and live.js resumes
+the stream from there, so a page served from a cache (or rendered while an update lands) misses
+nothing and gets nothing twice; live.js also deduplicates by entry id and version.
 """
 
 from __future__ import annotations
@@ -112,15 +112,14 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
     store: Store = request.app.state.store
     before = request.query_params.get("before") or None
     try:
-        blog = await store.get_blog(slug)
-        # Read the resume point first: a change landing after it is replayed to the page by the stream.
-        after = await store.last_change_id(slug)
         if before is None:
-            pinned = await store.pinned_entries(slug)
-            # Enough of the newest to fill a page once the pinned ones (shown apart) are left out.
-            newest = await store.list_entries(slug, limit=max(MAX_UPDATES, PAGE_SIZE + len(pinned) + 1))
+            # The blog and its entries exactly as of the resume point `after`, in one atomic read:
+            # the stream replays every change after it, none the page already shows.
+            snap = await store.snapshot(slug, unpinned=max(MAX_UPDATES, PAGE_SIZE + 1))
+            blog, after, pinned, newest = snap.blog, snap.after, snap.pinned, snap.newest
             unpinned = [e for e in newest if not e["pinned"]]
         else:  # the no-JavaScript "older updates" page: one page of the archive, not live
+            blog, after = await store.get_blog(slug), None
             newest = pinned = []
             unpinned = await store.list_entries(slug, limit=PAGE_SIZE + 1, before=before)
     except (NotFound, ValidationError):
