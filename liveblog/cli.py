@@ -47,14 +47,14 @@ def redis_url(settings: Settings) -> Iterator[str]:
         server.stop()
 
 
-async def _with_store(url: str, public_url: str, work):  # type: ignore[no-untyped-def]
+async def _with_store(url: str, work):  # type: ignore[no-untyped-def]
     from liveblog.redisconn import pool_client
     from liveblog.store import Store
     from liveblog.tokens import Tokens
 
     redis = pool_client(url, max_connections=4)
     try:
-        return await work(Store(redis, public_url=public_url), Tokens(redis))
+        return await work(Store(redis), Tokens(redis))
     finally:
         await redis.aclose()
 
@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return slug, created, token
 
     with redis_url(settings) as url:
-        slug, created, token = asyncio.run(_with_store(url, public_url, prepare))
+        slug, created, token = asyncio.run(_with_store(url, prepare))
         say("demo blog loaded from seeds/" if created else "demo blog already loaded; left as it is")
         print(f"\n  Live page:     {public_url}/blogs/{slug}")
         print(f"  Editor page:   {public_url}/editor/{slug}")
@@ -167,7 +167,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     with redis_url(settings) as url:
         try:
-            token = asyncio.run(_with_store(url, settings.public_url or "", create))
+            token = asyncio.run(_with_store(url, create))
         except ValueError as exc:
             say(str(exc))
             return 2

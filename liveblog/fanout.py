@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 
 from liveblog import keys, metrics, streamids
+from liveblog.present import Presenter
 from liveblog.redisconn import blocking_client, pool_client
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ class Channel:
     what a reconnect storm mostly is.
     """
 
-    __slots__ = ("_changed", "closed", "first", "floor", "frames", "newest", "readers", "slug", "writing")
+    __slots__ = ("_changed", "closed", "first", "floor", "frames", "newest", "readers", "slug", "timezone",
+                 "writing")
 
-    def __init__(self, slug: str, limit: int) -> None:
+    def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
+        self.timezone = timezone  # the blog's, for the time labels of the changes presented here
         self.frames: deque[tuple[streamids.StreamId | None, bytes]] = deque(maxlen=limit)
         self.first = 0  # position of frames[0] in the channel's history
         self.readers: set[Subscriber] = set()
@@ -176,9 +179,10 @@ class Subscriber:
 class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
-    def __init__(self, redis_url: str, *, buffer: int = 256, heartbeat: float = 15.0,
+    def __init__(self, redis_url: str, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
                  send_timeout: float = 10.0) -> None:
         self.redis_url = redis_url
+        self.presenter = presenter
         self.buffer = buffer
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
@@ -210,8 +214,9 @@ class Hub:
         await self._reader.aclose()
         await self._pool.aclose()
 
-    async def subscribe(self, slug: str) -> Subscriber:
-        """Register a client. Every change after this call returns reaches its buffer.
+    async def subscribe(self, slug: str, timezone: str) -> Subscriber:
+        """Register a client of blog ``slug`` (whose timezone is ``timezone``). Every change after this
+        call returns reaches its buffer.
 
         A blog new to this process starts its cursor at the stream's newest ID, read after the
         client is registered; the client's own catch-up (``XRANGE`` after its Last-Event-ID, done
@@ -219,7 +224,7 @@ class Hub:
         """
         channel = self.channels.get(slug)
         if channel is None:
-            channel = self.channels[slug] = Channel(slug, self.buffer)
+            channel = self.channels[slug] = Channel(slug, self.buffer, timezone)
             if slug in self.cursors:  # the read goes on from there, so the channel misses nothing after it
                 channel.floor = streamids.parse(self.cursors[slug])
         sub = Subscriber(channel)
@@ -261,8 +266,9 @@ class Hub:
         for sid, fields in items:
             self.cursors[slug] = sid
             if channel is not None:
-                self._publish(channel, streamids.parse(sid),
-                              encode_event(sid, fields.get("type", "message"), fields.get("data", "{}")))
+                event_type = fields.get("type", "message")
+                data = self.presenter.change(event_type, fields.get("data", "{}"), channel.timezone)
+                self._publish(channel, streamids.parse(sid), encode_event(sid, event_type, data))
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
 
     def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes) -> None:

@@ -24,6 +24,9 @@ SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
 STATUSES = ("live", "ended")
 LANGUAGES = ("it", "en")
+DEFAULT_TIMEZONE = "Europe/Rome"
+# Presentation fields that versions before presentation-at-read-time stored in entries; dropped on load.
+_PRESENTED = ("url", "time_label", "updated_label")
 
 # KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset
 # ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
@@ -165,10 +168,10 @@ def _reject_unknown(fields: dict[str, Any], allowed: set[str]) -> None:
 class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
-    def __init__(self, redis: aioredis.Redis, *, public_url: str, stream_maxlen: int = 10_000,
+    def __init__(self, redis: aioredis.Redis, *, stream_maxlen: int = 10_000,
                  idempotency_ttl: int = 24 * 3600) -> None:
         self.redis = redis
-        self.public_url = public_url.rstrip("/")
+        self._timezones: dict[str, str] = {}
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
@@ -194,20 +197,6 @@ class Store:
 
     # ---- blogs -----------------------------------------------------------------------------
 
-    def blog_urls(self, slug: str) -> dict[str, str]:
-        base = f"{self.public_url}/blogs/{slug}"
-        return {
-            "page": base,
-            "events": f"{base}/events",
-            "atom": f"{base}/feed.atom",
-            "json_feed": f"{base}/feed.json",
-            "embed": f"{base}/embed",
-            "api": f"{self.public_url}/api/blogs/{slug}",
-        }
-
-    def _present_blog(self, doc: dict[str, Any]) -> dict[str, Any]:
-        return {**doc, "urls": self.blog_urls(doc["slug"])}
-
     async def create_blog(self, fields: dict[str, Any], *, related: list[dict[str, str]] | None = None
                           ) -> dict[str, Any]:
         """Create a blog. ``related`` (links to related articles) is set by importers, not the API."""
@@ -218,7 +207,7 @@ class Store:
         language = fields.get("language") or "it"
         if language not in LANGUAGES:
             raise ValidationError(f"'language' must be one of {', '.join(LANGUAGES)}")
-        tz = fields.get("timezone") or "Europe/Rome"
+        tz = fields.get("timezone") or DEFAULT_TIMEZONE
         if not isinstance(tz, str) or not timefmt.valid_timezone(tz):
             raise ValidationError("'timezone' must be an IANA time zone such as Europe/Rome")
         stamp = timefmt.rfc3339(timefmt.now())
@@ -237,13 +226,13 @@ class Store:
         }
         state = dumps(doc)
         result = await self._write(slug, field="doc", expected="", state=state, score="", event="blog.updated",
-                                   data=dumps(self._present_blog(doc)), hash_key=keys.blog(slug))
+                                   data=state, hash_key=keys.blog(slug))
         # The index is global (another cluster slot), so it is written after the blog itself and
         # again on a conflicting retry: a crash in between never leaves a blog unlisted for good.
         await self.redis.zadd(keys.BLOGS, {slug: int(timefmt.now().timestamp() * 1000)}, nx=True)
         if result[0] == "exists":
             raise Conflict(f"a blog with slug '{slug}' already exists")
-        return self._present_blog(doc)
+        return doc
 
     async def _blog_doc(self, slug: str) -> tuple[str, dict[str, Any]]:
         raw = await self.redis.hget(keys.blog(slug), "doc")
@@ -254,7 +243,16 @@ class Store:
     async def get_blog(self, slug: str) -> dict[str, Any]:
         if not SLUG_RE.match(slug):
             raise NotFound(f"no blog '{slug}'")
-        return self._present_blog((await self._blog_doc(slug))[1])
+        return (await self._blog_doc(slug))[1]
+
+    async def timezone(self, slug: str) -> str:
+        """The blog's timezone (what its time labels are computed in); NotFound for no such blog.
+
+        Cached per process: a blog's timezone is set when it is created and never changes."""
+        tz = self._timezones.get(slug)
+        if tz is None:
+            tz = self._timezones[slug] = (await self.get_blog(slug))["timezone"]
+        return tz
 
     async def list_blogs(self) -> list[dict[str, Any]]:
         slugs = await self.redis.zrange(keys.BLOGS, 0, -1)
@@ -262,7 +260,7 @@ class Store:
             for slug in slugs:
                 pipe.hget(keys.blog(slug), "doc")
             raws = await pipe.execute()
-        return [self._present_blog(orjson.loads(raw)) for raw in raws if raw is not None]
+        return [orjson.loads(raw) for raw in raws if raw is not None]
 
     async def blog_slugs(self) -> list[str]:
         return list(await self.redis.zrange(keys.BLOGS, 0, -1))
@@ -287,30 +285,28 @@ class Store:
                 doc["status"] = status
                 doc["coverage_end"] = stamp if status == "ended" else None
             doc["updated_at"] = stamp
-            result = await self._write(slug, field="doc", expected=raw, state=dumps(doc), score="",
-                                       event="blog.updated", data=dumps(self._present_blog(doc)),
-                                       hash_key=keys.blog(slug))
+            state = dumps(doc)
+            result = await self._write(slug, field="doc", expected=raw, state=state, score="",
+                                       event="blog.updated", data=state, hash_key=keys.blog(slug))
             if result[0] == "ok":
-                return self._present_blog(doc)
+                return doc
         raise Conflict("the blog is being changed by someone else; try again")
 
     # ---- entries ---------------------------------------------------------------------------
 
-    def _entry_url(self, slug: str, entry_id: str) -> str:
-        return f"{self.public_url}/blogs/{slug}#aggiornamento-{entry_id}"
-
     @staticmethod
-    def _labels(entry: dict[str, Any], tz: str) -> None:
-        published = timefmt.parse_rfc3339(entry["published_at"])
-        updated = timefmt.parse_rfc3339(entry["updated_at"])
-        entry["time_label"] = timefmt.time_label(published, tz)
-        entry["updated_label"] = timefmt.time_label(updated, tz) if entry["version"] > 1 else None
+    def _load_entry(raw: str) -> dict[str, Any]:
+        """A stored entry's facts (what older versions stored for presentation is left out)."""
+        entry = orjson.loads(raw)
+        for name in _PRESENTED:
+            entry.pop(name, None)
+        return entry
 
     async def create_entry(self, slug: str, fields: dict[str, Any], *, idempotency_key: str | None = None,
                            published_at: datetime | None = None) -> tuple[dict[str, Any], bool]:
         """Create an entry; returns (entry, created). A replayed idempotency key returns the original."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
-        _, blog = await self._blog_doc(slug)
+        await self._blog_doc(slug)
         body = _text(fields, "body", required=True, plain=False)
         fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         moment = published_at or timefmt.now()
@@ -327,9 +323,7 @@ class Store:
             "key_event": bool(_flag(fields, "key_event")),
             "pinned": bool(_flag(fields, "pinned")),
             "version": 1,
-            "url": self._entry_url(slug, entry_id),
         }
-        self._labels(entry, blog["timezone"])
         state = dumps(entry)
         result = await self._write(
             slug, field=entry_id, expected="", state=state, score=str(int(moment.timestamp() * 1000)),
@@ -348,13 +342,13 @@ class Store:
         if raw is None:
             await self._blog_doc(slug)
             raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-        return orjson.loads(raw)
+        return self._load_entry(raw)
 
     async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
-        _, blog = await self._blog_doc(slug)
+        await self._blog_doc(slug)
         body = _text(fields, "body", plain=False)
         if "body" in fields and not body:
             raise ValidationError("'body' must not be empty")
@@ -371,10 +365,9 @@ class Store:
             raw = await self.redis.hget(keys.entries(slug), entry_id)
             if raw is None:
                 raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-            entry = {**orjson.loads(raw), **changes}
+            entry = {**self._load_entry(raw), **changes}
             entry["version"] += 1
             entry["updated_at"] = timefmt.rfc3339(timefmt.now())
-            self._labels(entry, blog["timezone"])
             state = dumps(entry)
             result = await self._write(slug, field=entry_id, expected=raw, state=state, score="",
                                        event="entry.updated", data=state, hash_key=keys.entries(slug),
@@ -389,7 +382,7 @@ class Store:
             raw = await self.redis.hget(keys.entries(slug), entry_id)
             if raw is None:
                 raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-            last = orjson.loads(raw)
+            last = self._load_entry(raw)
             data = dumps({**last, "deleted": True, "deleted_at": timefmt.rfc3339(timefmt.now())})
             result = await self._write(slug, field=entry_id, expected=raw, state="", score="0",
                                        event="entry.deleted", data=data, hash_key=keys.entries(slug),
@@ -412,7 +405,7 @@ class Store:
         if not ids:
             return []
         raws = await self.redis.hmget(keys.entries(slug), ids)
-        return [orjson.loads(raw) for raw in raws if raw is not None]
+        return [self._load_entry(raw) for raw in raws if raw is not None]
 
     async def pinned_entries(self, slug: str) -> list[dict[str, Any]]:
         """The pinned entries, newest first (an index kept by every write, so pages need not scan)."""
@@ -420,7 +413,7 @@ class Store:
         if not ids:
             return []
         raws = await self.redis.hmget(keys.entries(slug), ids)
-        return [orjson.loads(raw) for raw in raws if raw is not None]
+        return [self._load_entry(raw) for raw in raws if raw is not None]
 
     async def snapshot(self, slug: str, unpinned: int) -> Snapshot:
         """The blog, its pinned entries and its newest entries (``unpinned`` of them not pinned, when

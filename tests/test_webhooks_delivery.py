@@ -32,7 +32,10 @@ def api(service_factory, redis_url: str) -> Iterator[Api]:  # type: ignore[no-un
 
 @pytest.fixture(scope="module")
 def worker(service_factory, redis_url: str, api: Api) -> Iterator[Service]:  # type: ignore[no-untyped-def]
-    service: Service = service_factory("worker", env={"LIVEBLOG_REDIS_URL": redis_url, **WORKER_ENV})
+    # Links in payloads are built by the worker when it takes a change in: same public URL as the API.
+    public_url = str(api.http.base_url).rstrip("/")
+    env = {"LIVEBLOG_REDIS_URL": redis_url, "LIVEBLOG_PUBLIC_URL": public_url, **WORKER_ENV}
+    service: Service = service_factory("worker", env=env)
     yield service
     service.stop()
 

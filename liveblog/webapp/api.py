@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import metrics
+from liveblog.present import Presenter
 from liveblog.store import Store
 from liveblog.webapp.auth import require
 from liveblog.webapp.inputs import json_object, query_int
@@ -28,25 +29,35 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
+def _presenter(request: Request) -> Presenter:
+    return request.app.state.presenter
+
+
+async def _present_entry(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
+    return _presenter(request).entry(entry, await _store(request).timezone(entry["blog"]))
+
+
 async def list_blogs(request: Request) -> Response:
-    return json_response({"blogs": await _store(request).list_blogs()}, headers={"Cache-Control": PUBLIC_CACHE})
+    blogs = [_presenter(request).blog(blog) for blog in await _store(request).list_blogs()]
+    return json_response({"blogs": blogs}, headers={"Cache-Control": PUBLIC_CACHE})
 
 
 async def create_blog(request: Request) -> Response:
     await require(request, "admin")
-    blog = await _store(request).create_blog(await json_object(request))
+    blog = _presenter(request).blog(await _store(request).create_blog(await json_object(request)))
     metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
     return json_response(blog, 201, headers={"Location": blog["urls"]["api"]})
 
 
 async def get_blog(request: Request) -> Response:
-    blog = await _store(request).get_blog(request.path_params["slug"])
+    blog = _presenter(request).blog(await _store(request).get_blog(request.path_params["slug"]))
     return json_response(blog, headers={"Cache-Control": PUBLIC_CACHE})
 
 
 async def update_blog(request: Request) -> Response:
     await require(request, "editor")
-    blog = await _store(request).update_blog(request.path_params["slug"], await json_object(request))
+    blog = _presenter(request).blog(await _store(request).update_blog(request.path_params["slug"],
+                                                                      await json_object(request)))
     metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
     return json_response(blog)
 
@@ -65,7 +76,7 @@ async def create_entry(request: Request) -> Response:
         metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
     else:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(entry, 201, headers=headers)
+    return json_response(await _present_entry(request, entry), 201, headers=headers)
 
 
 async def list_entries(request: Request) -> Response:
@@ -73,6 +84,7 @@ async def list_entries(request: Request) -> Response:
     limit = query_int(request, "limit", 20, low=1, high=100)
     before = request.query_params.get("before") or None
     entries = await _store(request).list_entries(slug, limit=limit, before=before)
+    entries = _presenter(request).entries(entries, await _store(request).timezone(slug))
     following = None
     if len(entries) == limit:
         following = f"/api/blogs/{slug}/entries?limit={limit}&before={entries[-1]['id']}"
@@ -81,7 +93,7 @@ async def list_entries(request: Request) -> Response:
 
 async def get_entry(request: Request) -> Response:
     entry = await _store(request).get_entry(request.path_params["slug"], request.path_params["entry_id"])
-    return json_response(entry)
+    return json_response(await _present_entry(request, entry))
 
 
 async def update_entry(request: Request) -> Response:
@@ -90,7 +102,7 @@ async def update_entry(request: Request) -> Response:
     entry = await _store(request).update_entry(request.path_params["slug"], request.path_params["entry_id"],
                                                fields)
     metrics.CHANGES_PUBLISHED.labels("entry.updated").inc()
-    return json_response(entry)
+    return json_response(await _present_entry(request, entry))
 
 
 async def delete_entry(request: Request) -> Response:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from liveblog.config import Settings
 from liveblog.fanout import Hub
+from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
@@ -58,10 +59,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         redis = pool_client(settings.redis_url)
         app.state.settings = settings
         app.state.redis = redis
-        app.state.store = Store(redis, public_url=public_url, stream_maxlen=settings.stream_maxlen,
+        app.state.store = Store(redis, stream_maxlen=settings.stream_maxlen,
                                 idempotency_ttl=settings.idempotency_ttl_seconds)
+        app.state.presenter = Presenter(public_url)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
-        app.state.hub = Hub(settings.redis_url, buffer=settings.client_buffer,
+        app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         await app.state.hub.start()
         worker = None

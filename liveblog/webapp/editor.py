@@ -127,7 +127,7 @@ async def editor_page(request: Request) -> Response:
     store: Store = request.app.state.store
     slug = request.path_params["slug"]
     try:
-        blog = await store.get_blog(slug)
+        blog = request.app.state.presenter.blog(await store.get_blog(slug))
     except NotFound:
         return not_found(request)  # the readers' HTML 404: a person is looking at this page
     labels = LABELS.get(blog["language"], LABELS["it"])

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import streamids, timefmt
+from liveblog.present import Presenter
 from liveblog.render import html_text
 from liveblog.store import Store
 
@@ -50,12 +51,13 @@ class Snapshot:
 
 async def _snapshot(request: Request) -> Snapshot:
     store: Store = request.app.state.store
+    presenter: Presenter = request.app.state.presenter
     slug = request.path_params["slug"]
-    blog = await store.get_blog(slug)  # NotFound -> 404 problem
+    blog = presenter.blog(await store.get_blog(slug))  # NotFound -> 404 problem
     # Read before the entries: if a change lands in between, the feed claims an older time than
     # its content (harmless: a client re-fetches once) and never a newer one (a stale 304 for good).
     last = streamids.parse(await store.last_change_id(slug))
-    entries = await store.list_entries(slug, limit=FEED_SIZE)
+    entries = presenter.entries(await store.list_entries(slug, limit=FEED_SIZE), blog["timezone"])
     changed = timefmt.parse_rfc3339(blog["updated_at"])
     if last is not None and last[0] > 0:
         changed = max(changed, datetime.fromtimestamp(last[0] / 1000, UTC))

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from liveblog import timefmt
 from liveblog.jsonld import MAX_UPDATES, live_blog_posting
+from liveblog.present import Presenter
 from liveblog.store import NotFound, Store, ValidationError
 from liveblog.webapp.api import PUBLIC_CACHE
 from liveblog.webapp.templating import csp, render, static_routes
@@ -110,6 +111,7 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
     """Everything the live page and the embed show; None for an unknown blog or page."""
     slug = request.path_params["slug"]
     store: Store = request.app.state.store
+    presenter: Presenter = request.app.state.presenter
     before = request.query_params.get("before") or None
     try:
         if before is None:
@@ -124,6 +126,9 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
             unpinned = await store.list_entries(slug, limit=PAGE_SIZE + 1, before=before)
     except (NotFound, ValidationError):
         return None
+    blog = presenter.blog(blog)
+    tz = blog["timezone"]
+    newest, pinned, unpinned = (presenter.entries(group, tz) for group in (newest, pinned, unpinned))
     shown = unpinned[:PAGE_SIZE]
     more = len(unpinned) > PAGE_SIZE
     cursor = shown[-1]["id"] if more else None

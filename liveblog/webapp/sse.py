@@ -114,9 +114,11 @@ class EventStream:
                 frames.append(encode_event(newest, "reset", '{"reason":"resume point no longer available; reload"}'))
                 last = streamids.parse(newest)
             else:
+                present, tz = self.request.app.state.presenter.change, sub.channel.timezone
                 while True:
                     page = await store.changes_after(slug, streamids.fmt(last), CATCH_UP_PAGE)  # type: ignore[arg-type]
-                    frames += [encode_event(change.id, change.type, change.data) for change in page]
+                    frames += [encode_event(change.id, change.type, present(change.type, change.data, tz))
+                               for change in page]
                     if page:
                         last = streamids.parse(page[-1].id)
                     if len(page) < CATCH_UP_PAGE:
@@ -146,12 +148,12 @@ async def events(request: Request) -> Response | EventStream:
     slug = request.path_params["slug"]
     store: Store = request.app.state.store
     hub: Hub = request.app.state.hub
-    if slug not in hub.channels:  # a blog that has readers here exists: spare the lookup in a storm
-        await store.get_blog(slug)  # 404 for an unknown blog, before the stream starts
+    # 404 for an unknown blog, before the stream starts (cached: a storm of readers costs no lookups)
+    timezone = await store.timezone(slug)
     after = _resume_point(request)
     # Registered before the response starts: once a client has seen the headers, every later
     # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
-    sub = await hub.subscribe(slug)
+    sub = await hub.subscribe(slug, timezone)
     return EventStream(request, sub, after)
 
 

@@ -68,8 +68,8 @@ async def replay_deliveries(request: Request) -> Response:
     if set(fields) != {"since_event_id"}:
         raise Problem(422, "send exactly {\"since_event_id\": \"<change ID>\"} (\"0\" replays all that is kept)")
     sub, _ = await _subscriptions(request).load(request.path_params["sub_id"])
-    result = await replay(request.app.state.store, DeliveryQueue(request.app.state.redis), sub,
-                          fields.get("since_event_id"))
+    state = request.app.state
+    result = await replay(state.store, state.presenter, DeliveryQueue(state.redis), sub, fields.get("since_event_id"))
     return json_response(result, 202)
 
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from liveblog import metrics, timefmt
 from liveblog.config import Settings
+from liveblog.present import Presenter
 from liveblog.redisconn import blocking_client, pool_client
 from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
@@ -64,7 +65,8 @@ class Dispatcher:
         self.queue = DeliveryQueue(self.redis)
         self.recorder = Recorder(self.queue, settings)
         self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
-                             consumer=self.consumer, claim_idle_seconds=settings.webhook_claim_idle_seconds,
+                             presenter=Presenter(self.public_url), consumer=self.consumer,
+                             claim_idle_seconds=settings.webhook_claim_idle_seconds,
                              on_queued=self._wake.set)
         self._tasks = [asyncio.create_task(self.intake.read_loop(), name="webhooks-intake"),
                        asyncio.create_task(self.intake.reclaim_loop(), name="webhooks-reclaim"),

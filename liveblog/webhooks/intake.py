@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from liveblog import keys, streamids
+from liveblog.present import Presenter
+from liveblog.store import DEFAULT_TIMEZONE, NotFound, Store
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.queue import DeliveryQueue, Job
 from liveblog.webhooks.subscriptions import Snapshot
@@ -37,8 +39,11 @@ DEAD_CONSUMER_IDLE_MS = 3600_000
 
 class Intake:
     def __init__(self, pool: aioredis.Redis, reader: aioredis.Redis, queue: DeliveryQueue, snapshot: Snapshot, *,
-                 consumer: str, claim_idle_seconds: float, on_queued: Callable[[], None]) -> None:
+                 presenter: Presenter, consumer: str, claim_idle_seconds: float,
+                 on_queued: Callable[[], None]) -> None:
         self.pool = pool
+        self.store = Store(pool)  # the blogs' timezones, for presenting their changes
+        self.presenter = presenter
         self.reader = reader  # a dedicated connection: XREADGROUP BLOCK never shares it
         self.queue = queue
         self.snapshot = snapshot
@@ -65,21 +70,33 @@ class Intake:
         self._index_checked = time.monotonic()
 
     async def _fan_out(self, stream: str, items: list[tuple[str, dict[str, str] | None]]) -> None:
-        """Enqueue one delivery per matching subscription and acknowledge each change, atomically."""
+        """Enqueue one delivery per matching subscription and acknowledge each change, atomically.
+
+        A change's body is presented and encoded once, for all the subscriptions that want it."""
         subs = await self.snapshot.current()
         slug = keys.slug_of_stream(stream)
+        tz: str | None = None
         async with self.pool.pipeline(transaction=False) as pipe:
             for event_id, fields in items:
                 jobs = []
                 if fields:
                     event_ms = (streamids.parse(event_id) or (0, 0))[0]
-                    event_type, data = fields.get("type", ""), fields.get("data", "null")
+                    event_type = fields.get("type", "")
                     wanted = [sub.id for sub in subs if sub.wants(slug, event_type, event_ms)]
-                    jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data) if wanted else []
+                    if wanted:
+                        tz = tz or await self._timezone(slug)
+                        data = self.presenter.change(event_type, fields.get("data", "null"), tz)
+                        jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data)
                 await self.queue.enqueue(jobs, ack=(stream, event_id), client=pipe)
             results = await pipe.execute()
         if any(result > 0 for result in results):
             self.on_queued()
+
+    async def _timezone(self, slug: str) -> str:
+        try:
+            return await self.store.timezone(slug)
+        except NotFound:  # a stream without its blog (removed by hand): its changes still go out
+            return DEFAULT_TIMEZONE
 
     async def read_loop(self) -> None:
         backoff = 0.1

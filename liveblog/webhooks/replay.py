@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liveblog import streamids
+from liveblog.present import Presenter
 from liveblog.store import Store, ValidationError
 from liveblog.webhooks.queue import DeliveryQueue, Job
 from liveblog.webhooks.subscriptions import Subscription
@@ -13,7 +14,8 @@ MAX_REPLAY = 10_000
 PAGE = 500
 
 
-async def replay(store: Store, queue: DeliveryQueue, sub: Subscription, since_event_id: Any) -> dict[str, Any]:
+async def replay(store: Store, presenter: Presenter, queue: DeliveryQueue, sub: Subscription, since_event_id: Any
+                 ) -> dict[str, Any]:
     """Re-enqueue the followed blogs' changes strictly after ``since_event_id`` (``"0"``: all kept).
 
     Deliveries keep their ``webhook-id`` (a receiver that already has one may skip it) and start
@@ -34,7 +36,9 @@ async def replay(store: Store, queue: DeliveryQueue, sub: Subscription, since_ev
             changes = await store.changes_after(slug, cursor, count=min(PAGE, MAX_REPLAY - queued))
             if not changes:
                 break
-            jobs = [Job.for_change(sub.id, slug, c.id, c.type, c.data) for c in changes if c.type in sub.events]
+            tz = await store.timezone(slug)
+            jobs = [Job.for_change(sub.id, slug, c.id, c.type, presenter.change(c.type, c.data, tz))
+                    for c in changes if c.type in sub.events]
             if jobs:
                 queued += await queue.enqueue(jobs)
             cursor = changes[-1].id

@@ -1,0 +1,83 @@
+"""Presentation: what a stored blog or entry looks like when it is served.
+
+Redis holds facts only (an entry's source and rendered HTML, its times in UTC, flags, author,
+version, ids; a blog's settings). Everything derived for readers is computed here, when served:
+links from the current ``LIVEBLOG_PUBLIC_URL`` (so moving the service moves every link, old entries
+included) and time labels from the UTC times in the blog's timezone. Every way out goes through
+this module: the API, the event stream (live and catch-up), pages, feeds, JSON-LD and webhooks.
+
+Records written by earlier versions carry stored ``url``/labels/``urls``: they are overwritten here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from liveblog import timefmt
+
+# Fields only an editor's read shows (the source as written); never in public output.
+EDITOR_ONLY = frozenset({"body"})
+ENTRY_EVENTS = frozenset({"entry.created", "entry.updated", "entry.deleted"})
+
+
+def anchor(entry_id: str) -> str:
+    """The fragment of an update on the live page."""
+    return f"aggiornamento-{entry_id}"
+
+
+@dataclass(frozen=True)
+class Presenter:
+    """Presentation under one public base URL (``http://host:port``, no trailing slash)."""
+
+    public_url: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+    def blog_urls(self, slug: str) -> dict[str, str]:
+        base = f"{self.public_url}/blogs/{slug}"
+        return {
+            "page": base,
+            "events": f"{base}/events",
+            "atom": f"{base}/feed.atom",
+            "json_feed": f"{base}/feed.json",
+            "embed": f"{base}/embed",
+            "api": f"{self.public_url}/api/blogs/{slug}",
+        }
+
+    def entry_url(self, slug: str, entry_id: str) -> str:
+        return f"{self.public_url}/blogs/{slug}#{anchor(entry_id)}"
+
+    def blog(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A stored blog as served: its links added."""
+        return {**doc, "urls": self.blog_urls(doc["slug"])}
+
+    def entry(self, entry: dict[str, Any], tz: str, *, for_editor: bool = False) -> dict[str, Any]:
+        """A stored entry as served: ``url``, ``time_label`` and ``updated_label`` (the edit time,
+        shown only once the entry has been edited after publication) in the blog's timezone ``tz``.
+        The source ``body`` is kept only for editors (``for_editor``)."""
+        shown = entry if for_editor else {k: v for k, v in entry.items() if k not in EDITOR_ONLY}
+        published = timefmt.parse_rfc3339(entry["published_at"])
+        updated = timefmt.parse_rfc3339(entry["updated_at"])
+        return {
+            **shown,
+            "url": self.entry_url(entry["blog"], entry["id"]),
+            "time_label": timefmt.time_label(published, tz),
+            "updated_label": timefmt.time_label(updated, tz) if updated > published else None,
+        }
+
+    def entries(self, entries: list[dict[str, Any]], tz: str, *, for_editor: bool = False) -> list[dict[str, Any]]:
+        return [self.entry(entry, tz, for_editor=for_editor) for entry in entries]
+
+    def change(self, event_type: str, data: str, tz: str) -> str:
+        """A change's stored ``data`` (JSON) as readers and partners get it (JSON, one line).
+
+        Called once per change by each process's hub and by the webhook intake, never per reader."""
+        if event_type in ENTRY_EVENTS:
+            return orjson.dumps(self.entry(orjson.loads(data), tz)).decode()
+        if event_type == "blog.updated":
+            return orjson.dumps(self.blog(orjson.loads(data))).decode()
+        return data
