@@ -428,8 +428,8 @@ class Store:
         after, doc, pinned, entries = await self._snapshot(keys=keys_, args=[unpinned])
         if not doc:
             raise NotFound(f"no blog '{slug}'")
-        return Snapshot(after, self._present_blog(orjson.loads(doc)),
-                        [orjson.loads(raw) for raw in pinned if raw], [orjson.loads(raw) for raw in entries if raw])
+        return Snapshot(after, orjson.loads(doc), [self._load_entry(raw) for raw in pinned if raw],
+                        [self._load_entry(raw) for raw in entries if raw])
 
     # ---- change log ------------------------------------------------------------------------
 
