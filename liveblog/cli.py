@@ -75,6 +75,7 @@ def _run_server(url: str, args: argparse.Namespace, public_url: str) -> int:
     # uvicorn shuts down on SIGTERM, then raises the signal again; exiting normally at that point
     # lets the caller stop the embedded Redis server itself, after the service is done with it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    settings = Settings.from_env()
     uvicorn.run(
         "liveblog.webapp.app:app_from_env",
         factory=True,
@@ -82,11 +83,15 @@ def _run_server(url: str, args: argparse.Namespace, public_url: str) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="liveblog.httpserver:LimitedHttpToolsProtocol",  # httptools with a head cap and read timeouts
+        backlog=settings.backlog,
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
-        proxy_headers=True,
+        # X-Forwarded-For/-Proto only from LIVEBLOG_TRUSTED_PROXIES; the client is then the rightmost
+        # address in X-Forwarded-For that is not a trusted proxy (uvicorn's proxy-headers middleware).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     return 0
 

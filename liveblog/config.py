@@ -197,8 +197,22 @@ class Settings:
     # SSE: events buffered per reader before it is cut off, heartbeat, browser retry hint.
     client_buffer: int = 256
     heartbeat_seconds: float = 15.0
-    retry_ms: int = 2000
     send_timeout_seconds: float = 10.0
+    # Limits (CONTRACT "Operating safely"): request head and read timeouts, connections and streams
+    # per process (0: derived from the open-file limit, see capacity.py), streams per client, the
+    # longest catch-up served (beyond it: `reset`), the browsers' reconnect delay (random in the range,
+    # per stream, to spread a reconnect herd) and the listen backlog.
+    max_header_bytes: int = 65536
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
+    max_connections: int = 0
+    sse_max_streams: int = 0
+    sse_max_per_client: int = 64
+    trusted_proxies: tuple[str, ...] = ()
+    sse_max_catch_up: int = 500
+    retry_min_ms: int = 500
+    retry_max_ms: int = 3000
+    backlog: int = 4096
     # Webhooks.
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     allowed_networks: tuple[str, ...] = ()
@@ -228,6 +242,8 @@ class Settings:
 
     @classmethod
     def _read(cls, env: _Env) -> Settings:
+        retry_min = _number(env, "LIVEBLOG_SSE_RETRY_MIN", 500, minimum=0, maximum=3_600_000, used_by=WEB,
+                            doc="least reconnect delay (ms) sent to a browser; each stream gets a random one")
         return cls(
             redis_url=_url(env, "LIVEBLOG_REDIS_URL", schemes=REDIS_SCHEMES, used_by=EVERY,
                            doc="Redis to use; unset: the embedded server in the data dir"),
@@ -245,6 +261,30 @@ class Settings:
                                   doc="events queued per event-stream reader before it is cut off"),
             heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0, above=0.0, maximum=3600.0, used_by=WEB,
                                       doc="seconds between keep-alive comments on event streams"),
+            max_header_bytes=_number(env, "LIVEBLOG_MAX_HEADER_BYTES", 65536, minimum=256, used_by=WEB,
+                                     doc="largest request head (request line and headers); larger gets 431"),
+            header_timeout_seconds=_number(env, "LIVEBLOG_HEADER_TIMEOUT", 10.0, above=0.0, used_by=WEB,
+                                           doc="seconds a client has to send a whole request head"),
+            body_timeout_seconds=_number(env, "LIVEBLOG_BODY_TIMEOUT", 10.0, above=0.0, used_by=WEB,
+                                         doc="seconds a request body may send nothing before it is disconnected"),
+            max_connections=_number(env, "LIVEBLOG_MAX_CONNECTIONS", 0, minimum=0, used_by=WEB,
+                                    doc="open connections per web process, past which requests get 503 "
+                                        "(0: the open-file limit minus a reserve)"),
+            sse_max_streams=_number(env, "LIVEBLOG_SSE_MAX_STREAMS", 0, minimum=0, used_by=WEB,
+                                    doc="event streams per web process, past which new ones get 503 "
+                                        "(0: the connection cap minus a headroom for other requests)"),
+            sse_max_per_client=_number(env, "LIVEBLOG_SSE_MAX_PER_CLIENT", 64, minimum=1, used_by=WEB,
+                                       doc="event streams per client address and web process; one more gets 429"),
+            trusted_proxies=_networks(env, "LIVEBLOG_TRUSTED_PROXIES", used_by=WEB,
+                                      doc="CIDRs of proxies whose X-Forwarded-For names the client"),
+            sse_max_catch_up=_number(env, "LIVEBLOG_SSE_MAX_CATCH_UP", 500, minimum=1, used_by=WEB,
+                                     doc="changes a resuming reader may be behind; further gets `reset`"),
+            retry_min_ms=retry_min,
+            retry_max_ms=_number(env, "LIVEBLOG_SSE_RETRY_MAX", max(3000, retry_min), minimum=retry_min,
+                                 maximum=3_600_000, used_by=WEB,
+                                 doc="greatest reconnect delay (ms) sent to a browser"),
+            backlog=_number(env, "LIVEBLOG_BACKLOG", 4096, minimum=1, maximum=65535, used_by=WEB,
+                            doc="listen backlog of the web server's socket (capped by net.core.somaxconn)"),
             retry_schedule=_seconds_list(env, "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE,
                                          used_by=DELIVERY, doc="seconds between webhook attempts, comma-separated"),
             allowed_networks=_networks(env, "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS", used_by=DELIVERY,
@@ -269,3 +309,4 @@ class Settings:
                                      doc="a file `liveblog worker` keeps fresh while it makes progress "
                                          "(`worker --check` reads it)"),
         )
+

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -23,7 +23,14 @@ from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
 from liveblog.webapp import api, editor, feeds, pages, sse, webhooks_api
-from liveblog.webapp.problems import Problem, on_http_exception, on_problem, on_redis_down, on_store_error
+from liveblog.webapp.problems import (
+    Problem,
+    on_client_disconnect,
+    on_http_exception,
+    on_problem,
+    on_redis_down,
+    on_store_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
             HTTPException: on_http_exception,
             RedisConnectionError: on_redis_down,
             RedisTimeoutError: on_redis_down,
+            ClientDisconnect: on_client_disconnect,
         },
     )
 

@@ -55,3 +55,9 @@ async def on_http_exception(_request: Request, exc: Exception) -> Response:
 async def on_redis_down(_request: Request, exc: Exception) -> Response:
     return problem_response(503, "Service Unavailable", f"the data store is unreachable: {type(exc).__name__}",
                             headers={"Retry-After": "2"})
+
+
+async def on_client_disconnect(_request: Request, _exc: Exception) -> Response:
+    """The client went away (or was disconnected for stalling) while sending its body: nobody is left
+    to answer, and it is not a server error."""
+    return Response(status_code=400)

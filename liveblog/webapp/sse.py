@@ -8,6 +8,7 @@ below the last ID already sent are skipped, so it has no duplicate either.
 from __future__ import annotations
 
 import asyncio
+import random
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -101,7 +102,9 @@ class EventStream:
         store: Store = self.request.app.state.store
         sub, after = self.sub, self.after
         slug = sub.slug
-        frames = [f"retry: {self.request.app.state.settings.retry_ms}\n\n".encode()]
+        settings = self.request.app.state.settings
+        # A random reconnect delay per stream spreads the herd when a process goes away.
+        frames = [f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode()]
         last = after
         cached = None if after is None else sub.channel.changes_after(after)
         if cached is not None:

@@ -1,0 +1,180 @@
+"""The HTTP protocol ``liveblog serve`` runs: uvicorn's httptools protocol plus the limits it lacks.
+
+uvicorn caps the request head only for its pure-Python h11 parser, and has no read timeouts besides
+the keep-alive one (which any byte resets). This subclass keeps httptools' parser and adds, per
+connection:
+
+- a cap on the request head (``LIVEBLOG_MAX_HEADER_BYTES``): bytes are counted *before* they reach
+  the parser, which never sees more than the cap of one head (its cost grows with the square of a
+  head fed in pieces); past it the client gets ``431`` and the connection is closed;
+- a head timeout (``LIVEBLOG_HEADER_TIMEOUT``): from the connection's start, and again from the end of
+  each response, the whole next request head must arrive within it (idle and slowloris connections);
+- a stalled-body timeout (``LIVEBLOG_BODY_TIMEOUT``): a request body that sends nothing for that long
+  is disconnected (not counting time in which the server itself has paused reading);
+- a connection cap (``LIVEBLOG_MAX_CONNECTIONS``, see ``capacity``): a request arriving while more
+  connections are open answers ``503`` problem+json instead of reaching the application.
+
+Every check is a counter or one timer per connection state change: nothing per byte or per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from asyncio import TimerHandle
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from liveblog import capacity
+from liveblog.config import Settings
+
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head: int
+    head_timeout: float
+    body_timeout: float
+    max_connections: int
+
+
+@functools.cache
+def limits() -> Limits:
+    """Read once per process, at its first connection (after start-up raised the open-file limit)."""
+    settings = Settings.from_env()
+    return Limits(settings.max_header_bytes, settings.header_timeout_seconds, settings.body_timeout_seconds,
+                  capacity.max_connections(settings))
+
+
+def problem_body(status: int, detail: str) -> bytes:
+    return orjson.dumps({"type": "about:blank", "status": status, "title": HTTPStatus(status).phrase,
+                         "detail": detail})
+
+
+async def over_capacity(_scope: Any, _receive: Any, send: Any) -> None:
+    """The answer to a request that arrives past the connection cap."""
+    body = problem_body(503, "the server has too many open connections; try again shortly")
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_SECONDS).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head cap, read timeouts and a connection cap.
+
+    ``_head_seen`` counts the bytes of the request head being received, or is None between the end of a
+    head and the end of its message (the body). Bytes that arrive after a message and before the next
+    head are counted as that head's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits()
+        self._head_seen: int | None = 0
+        self._head_timer: TimerHandle | None = None
+        self._body_timer: TimerHandle | None = None
+        self._body_active = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        seen = self._head_seen
+        if seen is None:  # a request body
+            self._body_active = self.loop.time()
+            super().data_received(data)
+        else:
+            room = self.limits.max_head - seen
+            if len(data) <= room:
+                self._head_seen = seen + len(data)
+                super().data_received(data)
+            else:
+                # Feed what the head may still take; if that does not end it, the head is too large.
+                self._head_seen = self.limits.max_head
+                if room > 0:
+                    super().data_received(data[:room])
+                if self._head_seen == self.limits.max_head and not self.transport.is_closing():
+                    self._refuse(431, f"the request head is larger than {self.limits.max_head} bytes")
+                    return
+                if not self.transport.is_closing():
+                    self.data_received(data[room:])
+                return
+        if self._head_seen is None and self._body_timer is None and not self.transport.is_closing():
+            self._body_active = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timeout)
+
+    # Parser callbacks.
+    def on_headers_complete(self) -> None:
+        self._head_seen = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_seen = 0
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        waiting = not self.pipeline  # no request already queued: the client's next head starts now
+        super().on_response_complete()
+        if waiting and not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if len(self.connections) > self.limits.max_connections:
+            app = over_capacity
+        super()._start_asgi_task(cycle, app)
+
+    # Limits.
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self._head_seen is not None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the application has not read what came: not the client's stall
+            self._body_active = now
+        idle = now - self._body_active
+        if idle >= self.limits.body_timeout:
+            self.transport.close()
+        else:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._body_timeout)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer before the request reached the application, and close."""
+        body = problem_body(status, detail)
+        self.transport.write(b"".join([
+            STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers),
+            b"content-type: application/problem+json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+            body]))
+        self.transport.close()
