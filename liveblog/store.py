@@ -360,6 +360,8 @@ class Store:
                 changes[name] = _text(fields, name)
         for name in ("key_event", "pinned"):
             if name in fields:
+                if fields[name] is None:
+                    raise ValidationError(f"'{name}' must be true or false")
                 changes[name] = _flag(fields, name)
         for _ in range(10):
             raw = await self.redis.hget(keys.entries(slug), entry_id)

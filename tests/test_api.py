@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import JSON, admin
-from tests.support import HOSTILE, assert_clean
+from tests.support import HOSTILE, assert_clean, post
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict:
@@ -123,6 +123,16 @@ async def test_bad_input_gets_precise_4xx(client: httpx.AsyncClient, blog: str, 
                                  headers={**headers, "Authorization": editor["Authorization"]})
     assert_problem(response, status)
     assert (await client.get(f"/api/blogs/{blog}/entries")).json()["entries"] == []
+
+
+@pytest.mark.parametrize("flag", ["pinned", "key_event"])
+async def test_a_null_flag_in_a_patch_is_refused_and_changes_nothing(client: httpx.AsyncClient, blog: str,
+                                                                     editor: dict[str, str], flag: str) -> None:
+    entry = await post(client, blog, editor, "testo", pinned=True, key_event=True)
+    response = await client.patch(f"/api/blogs/{blog}/entries/{entry['id']}", headers=editor, json={flag: None})
+    assert_problem(response, 422)
+    now = (await client.get(f"/api/blogs/{blog}/entries/{entry['id']}")).json()
+    assert (now[flag], now["version"]) == (True, 1)
 
 
 async def test_unknown_blog_and_bad_slugs(client: httpx.AsyncClient, editor: dict[str, str]) -> None:

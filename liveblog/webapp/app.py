@@ -22,7 +22,7 @@ from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, editor, feeds, pages, sse, webhooks_api
+from liveblog.webapp import api, editor, feeds, openapi, pages, sse, webhooks_api
 from liveblog.webapp.problems import (
     Problem,
     on_client_disconnect,
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *api.routes,
         *sse.routes,
         *webhooks_api.routes,
+        *openapi.routes,
         *feeds.routes,
         *editor.routes,
         *pages.routes,

@@ -1,0 +1,333 @@
+"""``GET /api/openapi.json``: an OpenAPI 3.1 description of the whole HTTP API.
+
+Written by hand, next to the code, and kept honest by two tests: every route of the app appears in
+it (``tests/test_openapi.py``), and schemathesis sends generated requests for every operation to a
+live server and checks that no answer is a 5xx and that every answer conforms to this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from liveblog import __version__
+
+SLUG = "^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STRING = {"type": "string"}
+TIME = {"type": "string", "format": "date-time"}
+
+
+def obj(properties: dict[str, Any], required: tuple[str, ...] = (), *, closed: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": list(required)}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": obj({
+        "type": STRING, "status": {"type": "integer"}, "title": STRING, "detail": STRING,
+        "current": {"description": "412 only: the entry as it is now", **ref("Entry")},
+    }, ("status", "title", "detail")),
+    "BlogUrls": obj({name: {"type": "string", "format": "uri"}
+                     for name in ("page", "events", "atom", "json_feed", "embed", "api")}),
+    "Blog": obj({
+        "slug": {"type": "string", "pattern": SLUG},
+        "title": STRING,
+        "description": nullable(STRING),
+        "status": {"enum": ["live", "ended"]},
+        "language": {"enum": ["it", "en"]},
+        "timezone": STRING,
+        "created_at": TIME,
+        "updated_at": TIME,
+        "coverage_start": TIME,
+        "coverage_end": nullable(TIME),
+        "related": {"type": "array", "items": {"type": "object"}},
+        "urls": ref("BlogUrls"),
+    }, ("slug", "title", "status", "language", "timezone", "urls")),
+    "BlogList": obj({"blogs": {"type": "array", "items": ref("Blog")}}, ("blogs",)),
+    "BlogCreate": obj({
+        "slug": {"type": "string", "pattern": SLUG},
+        "title": {"type": "string", "minLength": 1, "maxLength": 300},
+        "description": nullable({"type": "string", "maxLength": 2000}),
+        "language": {"enum": ["it", "en"]},
+        "timezone": {"type": "string", "description": "an IANA time zone", "examples": ["Europe/Rome"]},
+    }, ("slug", "title"), closed=True),
+    "BlogPatch": obj({
+        "title": {"type": "string", "minLength": 1, "maxLength": 300},
+        "description": nullable({"type": "string", "maxLength": 2000}),
+        "status": {"enum": ["live", "ended"]},
+    }, closed=True),
+    "Entry": obj({
+        "id": STRING,
+        "blog": STRING,
+        "title": nullable(STRING),
+        "body_html": {"type": "string", "description": "sanitized HTML"},
+        "body": {"type": "string", "description": "the source as written (editor tokens only)"},
+        "author": nullable(STRING),
+        "published_at": TIME,
+        "updated_at": TIME,
+        "time_label": {"type": "string", "description": "wall-clock time in the blog's timezone, e.g. 14.25"},
+        "updated_label": nullable(STRING),
+        "key_event": {"type": "boolean"},
+        "pinned": {"type": "boolean"},
+        "version": {"type": "integer", "minimum": 1},
+        "url": {"type": "string", "format": "uri"},
+    }, ("id", "blog", "title", "body_html", "author", "published_at", "time_label", "key_event", "pinned",
+        "version", "updated_at")),
+    "EntryPage": obj({"entries": {"type": "array", "items": ref("Entry")}, "next": nullable(STRING)},
+                     ("entries", "next")),
+    "EntryCreate": obj({
+        "body": {"type": "string", "minLength": 1, "maxLength": 50_000, "description": "Markdown or HTML"},
+        "title": nullable({"type": "string", "maxLength": 300}),
+        "author": nullable({"type": "string", "maxLength": 120}),
+        "key_event": {"type": "boolean"},
+        "pinned": {"type": "boolean"},
+    }, ("body",), closed=True),
+    "EntryPatch": obj({
+        "body": {"type": "string", "minLength": 1, "maxLength": 50_000},
+        "title": nullable({"type": "string", "maxLength": 300}),
+        "author": nullable({"type": "string", "maxLength": 120}),
+        "key_event": {"type": "boolean"},
+        "pinned": {"type": "boolean"},
+    }, closed=True),
+    "Preview": obj({"body_html": STRING, "author": nullable(STRING)}, ("body_html",)),
+    "Webhook": obj({
+        "id": STRING,
+        "url": {"type": "string", "format": "uri"},
+        "blogs": {"type": "array", "items": STRING},
+        "events": {"type": "array", "items": STRING},
+        "description": nullable(STRING),
+        "created_at": nullable(TIME),
+        "state": {"enum": ["active", "disabled"]},
+        "disabled_at": nullable(TIME),
+        "disabled_reason": nullable(STRING),
+        "consecutive_failures": {"type": "integer"},
+        "failing_since": nullable(TIME),
+        "last_success_at": nullable(TIME),
+        "last_failure_at": nullable(TIME),
+        "last_error": nullable(STRING),
+        "delivered_total": {"type": "integer"},
+        "failed_total": {"type": "integer"},
+        "pending": {"type": "integer"},
+        "secret": {"type": "string", "description": "whsec_…, in the creation answer only"},
+    }, ("id", "url", "blogs", "events", "state")),
+    "WebhookList": obj({"webhooks": {"type": "array", "items": ref("Webhook")}}, ("webhooks",)),
+    "WebhookCreate": obj({
+        "url": {"type": "string", "format": "uri"},
+        "blogs": {"type": "array", "minItems": 1, "items": STRING, "description": "slugs, or [\"*\"]"},
+        "events": {"type": "array", "minItems": 1,
+                   "items": {"enum": ["entry.created", "entry.updated", "entry.deleted", "blog.updated"]}},
+        "description": nullable({"type": "string", "maxLength": 500}),
+    }, ("url", "blogs"), closed=True),
+    "WebhookPatch": obj({"state": {"enum": ["active", "disabled"]}}, closed=False),
+    "Deliveries": obj({"deliveries": {"type": "array", "items": {"type": "object"}}}, ("deliveries",)),
+    "Replay": obj({"since_event_id": {"type": "string", "examples": ["1732540000000-0", "0"]}},
+                  ("since_event_id",), closed=True),
+    "Health": obj({"status": STRING}, ("status",)),
+}
+
+
+def problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": ref("Problem")}}}
+
+
+def ok(description: str, schema: str | None = None, media: str = JSON, **extra: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, **extra}
+    if schema is not None:
+        answer["content"] = {media: {"schema": ref(schema)}}
+    elif media != JSON:
+        answer["content"] = {media: {"schema": STRING}}
+    return answer
+
+
+def body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": ref(schema)}}}
+
+
+# Answers any operation may give (RFC 9457 problem documents).
+COMMON = {
+    "400": problem("malformed request (bad JSON, bad parameter)"),
+    "413": problem("request body too large"),
+    "415": problem("not JSON"),
+    "422": problem("invalid fields"),
+    "429": problem("too many event streams from this client"),
+    "503": problem("the data store is unavailable, or the server is at its connection limit"),
+}
+AUTH = {"401": problem("no valid bearer token"), "403": problem("the token's role or blogs do not allow this")}
+NOT_FOUND = {"404": problem("no such blog, entry or subscription")}
+SECURED = [{"bearer": []}]
+
+SLUG_PARAM = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string", "pattern": SLUG}}
+ENTRY_PARAM = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
+SUB_PARAM = {"name": "sub_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def op(summary: str, responses: dict[str, Any], *, tag: str, secured: bool = False,
+       request: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag],
+                                 "responses": {**responses, **COMMON, **(AUTH if secured else {})}}
+    if secured:
+        operation["security"] = SECURED
+    if request is not None:
+        operation["requestBody"] = request
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+PATHS: dict[str, Any] = {
+    "/api/blogs": {
+        "get": op("List blogs", {"200": ok("every blog", "BlogList")}, tag="blogs"),
+        "post": op("Create a blog (admin)", {"201": ok("the new blog", "Blog"), "409": problem("slug taken")},
+                   tag="blogs", secured=True, request=body("BlogCreate")),
+    },
+    "/api/blogs/{slug}": {
+        "parameters": [SLUG_PARAM],
+        "get": op("A blog", {"200": ok("the blog", "Blog"), **NOT_FOUND}, tag="blogs"),
+        "patch": op("Change a blog's title, description or status (editor)",
+                    {"200": ok("the blog", "Blog"), **NOT_FOUND, "409": problem("concurrent change")},
+                    tag="blogs", secured=True, request=body("BlogPatch")),
+    },
+    "/api/blogs/{slug}/entries": {
+        "parameters": [SLUG_PARAM],
+        "get": op("Entries, newest first", {"200": ok("one page", "EntryPage"), **NOT_FOUND}, tag="entries",
+                  parameters=[
+                      {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                      {"name": "before", "in": "query", "schema": STRING,
+                       "description": "the id of the last entry of the previous page"}]),
+        "post": op("Post an update (editor)",
+                   {"201": ok("the entry (or, for a replayed Idempotency-Key, the original)", "Entry"),
+                    **NOT_FOUND},
+                   tag="entries", secured=True, request=body("EntryCreate"),
+                   parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 200}}]),
+    },
+    "/api/blogs/{slug}/entries/{entry_id}": {
+        "parameters": [SLUG_PARAM, ENTRY_PARAM],
+        "get": op("An entry", {"200": ok("the entry", "Entry", headers={"ETag": {"schema": STRING}}), **NOT_FOUND},
+                  tag="entries"),
+        "patch": op("Correct, pin or mark an entry (editor)",
+                    {"200": ok("the entry, version + 1", "Entry"), **NOT_FOUND,
+                     "409": problem("concurrent change"), "412": problem("If-Match does not match: `current`")},
+                    tag="entries", secured=True, request=body("EntryPatch"),
+                    parameters=[{"name": "If-Match", "in": "header", "schema": STRING}]),
+        "delete": op("Delete an entry (editor)",
+                     {"204": ok("deleted; readers and partners are told"), **NOT_FOUND,
+                      "409": problem("concurrent change"), "412": problem("If-Match does not match: `current`")},
+                     tag="entries", secured=True, parameters=[{"name": "If-Match", "in": "header", "schema": STRING}]),
+    },
+    "/api/preview": {
+        "post": op("Render a body as a post would be rendered now (editor)", {"200": ok("the HTML", "Preview")},
+                   tag="entries", secured=True,
+                   request={"required": True, "content": {JSON: {"schema": obj({"body": STRING})}}}),
+    },
+    "/api/webhooks": {
+        "get": op("Webhook subscriptions (admin)", {"200": ok("every subscription", "WebhookList")},
+                  tag="webhooks", secured=True),
+        "post": op("Subscribe (admin); the secret is shown once", {"201": ok("the subscription", "Webhook")},
+                   tag="webhooks", secured=True, request=body("WebhookCreate")),
+    },
+    "/api/webhooks/{sub_id}": {
+        "parameters": [SUB_PARAM],
+        "get": op("A subscription (admin)", {"200": ok("the subscription", "Webhook"), **NOT_FOUND},
+                  tag="webhooks", secured=True),
+        "patch": op("Re-enable or disable a subscription (admin)",
+                    {"200": ok("the subscription", "Webhook"), **NOT_FOUND},
+                    tag="webhooks", secured=True, request=body("WebhookPatch")),
+        "delete": op("Unsubscribe (admin)", {"204": ok("deleted"), **NOT_FOUND}, tag="webhooks", secured=True),
+    },
+    "/api/webhooks/{sub_id}/deliveries": {
+        "parameters": [SUB_PARAM],
+        "get": op("Recent attempts (admin)", {"200": ok("newest first", "Deliveries"), **NOT_FOUND},
+                  tag="webhooks", secured=True,
+                  parameters=[{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}]),
+    },
+    "/api/webhooks/{sub_id}/replay": {
+        "parameters": [SUB_PARAM],
+        "post": op("Deliver again every change after an event ID (admin)",
+                   {"202": ok("queued", None, content={JSON: {"schema": {"type": "object"}}}), **NOT_FOUND},
+                   tag="webhooks", secured=True, request=body("Replay")),
+    },
+    "/api/openapi.json": {
+        "get": op("This document", {"200": ok("OpenAPI 3.1", None, content={JSON: {"schema": {"type": "object"}}})},
+                  tag="service"),
+    },
+    "/blogs/{slug}": {
+        "parameters": [SLUG_PARAM],
+        "get": op("The live page", {"200": ok("HTML", media="text/html"), "304": ok("not modified"),
+                                    "404": ok("no such blog", media="text/html")}, tag="pages"),
+    },
+    "/blogs/{slug}/embed": {
+        "parameters": [SLUG_PARAM],
+        "get": op("The embeddable live page", {"200": ok("HTML", media="text/html"), "304": ok("not modified"),
+                                               "404": ok("no such blog", media="text/html")}, tag="pages"),
+    },
+    "/editor/{slug}": {
+        "parameters": [SLUG_PARAM],
+        "get": op("The editor page", {"200": ok("HTML", media="text/html"),
+                                      "404": ok("no such blog", media="text/html")}, tag="pages"),
+    },
+    "/blogs/{slug}/events": {
+        "parameters": [SLUG_PARAM,
+                       {"name": "Last-Event-ID", "in": "header", "schema": STRING},
+                       {"name": "last_event_id", "in": "query", "schema": STRING}],
+        "get": op("Server-sent events: entry.created, entry.updated, entry.deleted, blog.updated, reset",
+                  {"200": ok("an endless event stream", media="text/event-stream"), **NOT_FOUND}, tag="stream"),
+    },
+    "/blogs/{slug}/feed.atom": {
+        "parameters": [SLUG_PARAM],
+        "get": op("Atom feed", {"200": ok("Atom", media="application/atom+xml"), "304": ok("not modified"),
+                                **NOT_FOUND}, tag="feeds"),
+    },
+    "/blogs/{slug}/feed.json": {
+        "parameters": [SLUG_PARAM],
+        "get": op("JSON Feed 1.1", {"200": ok("JSON Feed", None, content={"application/feed+json": {"schema": {
+                      "type": "object", "required": ["version", "title", "items"]}}}),
+                                    "304": ok("not modified"), **NOT_FOUND}, tag="feeds"),
+    },
+    "/healthz": {"get": op("Liveness", {"200": ok("alive", "Health")}, tag="service")},
+    "/readyz": {"get": op("Readiness: Redis reachable", {"200": ok("ready", "Health"),
+                                                          "503": ok("not ready", "Health")}, tag="service")},
+    "/metrics": {"get": op("Prometheus metrics", {"200": ok("text exposition format", media="text/plain")},
+                           tag="service")},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "liveblog", "version": __version__,
+                 "description": "Live-blog feed publisher: editors' API, live page, server-sent events, feeds "
+                                "and webhook subscriptions. Errors are RFC 9457 problem documents."},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "`liveblog token create`; editor < admin"}},
+        },
+    }
+
+
+async def openapi_json(_request: Request) -> Response:
+    from liveblog.webapp.api import json_response
+
+    return json_response(document(), headers={"Cache-Control": "public, max-age=300"})
+
+
+routes = [Route("/api/openapi.json", openapi_json, methods=["GET"])]
