@@ -8,12 +8,19 @@ others, the reader loop, or the process's memory.
 
 A change in the set of streams (a blog's first local reader) interrupts the blocking read by adding
 an item to this process's wake-up stream, which the read always includes.
+
+Every change carries its blog's change number (stream field ``n``: 1, 2, 3, ...). The reader keeps
+the last one per blog; a number that does not follow it means the store lost or rolled back changes
+(emptied, restored from an older backup, failed over to a lagging replica), which stream IDs cannot
+show. The blog's readers then get a ``reset`` before anything that follows, and the channel's history
+stops serving resumes from before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -38,6 +45,9 @@ def encode_event(sid: str, event_type: str, data: str) -> bytes:
 
 
 HEARTBEAT = b": keep-alive\n\n"
+# No ``id:``: a client that reconnects keeps its resume point from before the rollback, which the
+# resume check then answers with another ``reset``.
+ROLLBACK_RESET = b'event: reset\ndata: {"reason":"the store lost changes; reload"}\n\n'
 
 
 class Channel:
@@ -54,14 +64,17 @@ class Channel:
     what a reconnect storm mostly is.
     """
 
-    __slots__ = ("_changed", "closed", "first", "floor", "frames", "newest", "readers", "slug", "timezone",
-                 "writing")
+    __slots__ = ("_changed", "checking", "closed", "first", "floor", "frames", "newest", "readers", "resync", "since",
+                 "slug", "timezone", "writing")
 
     def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
         self.timezone = timezone  # the blog's, for the time labels of the changes presented here
         self.frames: deque[tuple[streamids.StreamId | None, bytes]] = deque(maxlen=limit)
         self.first = 0  # position of frames[0] in the channel's history
+        self.since = 0  # position of the first frame that may serve a resume (moved by a rollback)
+        self.resync = False  # after a rollback: the next change starts the history anew
+        self.checking: asyncio.Future[bool] | None = None  # the history check resumes share
         self.readers: set[Subscriber] = set()
         self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
         self.closed = False
@@ -75,11 +88,13 @@ class Channel:
         return self.first + len(self.frames)
 
     def publish(self, sid: streamids.StreamId | None, frame: bytes) -> None:
+        if self.resync and sid is not None:
+            self.floor, self.since, self.resync = sid, self.end, False
         if len(self.frames) == self.frames.maxlen:
-            self.first += 1
             dropped = self.frames[0][0]
-            if dropped is not None:
+            if dropped is not None and self.first >= self.since:
                 self.floor = dropped
+            self.first += 1
         self.frames.append((sid, frame))
         if sid is not None:
             self.newest = sid
@@ -87,10 +102,24 @@ class Channel:
 
     def changes_after(self, after: streamids.StreamId) -> list[tuple[streamids.StreamId, bytes]] | None:
         """Every change after ``after`` from memory, oldest first; None when the history does not
-        cover ``after`` (the caller asks Redis)."""
+        hold ``after`` itself (or its floor) and everything after it (the caller asks Redis)."""
         if self.floor is None or after < self.floor or after > (self.newest or self.floor):
             return None
-        return [(sid, frame) for sid, frame in self.frames if sid is not None and sid > after]
+        found = after == self.floor
+        changes = []
+        for sid, frame in itertools.islice(self.frames, max(0, self.since - self.first), None):
+            if sid is not None:
+                if sid > after:
+                    changes.append((sid, frame))
+                elif sid == after:
+                    found = True
+        return changes if found else None
+
+    def invalidate(self) -> None:
+        """The store lost or rolled back changes: every reader gets a ``reset`` before anything that
+        follows, and the history serves no resume until the next change starts it anew."""
+        self.publish(None, ROLLBACK_RESET)
+        self.since, self.floor, self.resync = self.end, None, True
 
     def changed(self) -> asyncio.Future[None]:
         """A future resolved at the next publication (or when the channel closes).
@@ -189,6 +218,7 @@ class Hub:
         self.closing = False
         self.channels: dict[str, Channel] = {}
         self.cursors: dict[str, str] = {}
+        self.numbers: dict[str, int | None] = {}  # last change number read per blog (None: unknown)
         self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake_cursor = "0-0"
         self._pool = pool_client(redis_url, max_connections=10)
@@ -221,6 +251,8 @@ class Hub:
         A blog new to this process starts its cursor at the stream's newest ID, read after the
         client is registered; the client's own catch-up (``XRANGE`` after its Last-Event-ID, done
         after this) covers everything up to there, so there is no gap between the two.
+        A Redis error on the way unregisters the client again (and drops the blog from the read when
+        it was its only reader) before it propagates.
         """
         channel = self.channels.get(slug)
         if channel is None:
@@ -233,11 +265,19 @@ class Hub:
         if self.closing:
             self._cut(sub, "shutdown")
         if slug not in self.cursors:
-            newest = await self._pool.xrevrange(keys.stream(slug), count=1)
-            self.cursors.setdefault(slug, newest[0][0] if newest else "0-0")
-            if channel.floor is None and self.channels.get(slug) is channel:
-                channel.floor = streamids.parse(self.cursors[slug])
-            await self._wake()
+            try:
+                newest = await self._pool.xrevrange(keys.stream(slug), count=1)
+                if slug not in self.cursors:
+                    self.cursors[slug] = newest[0][0] if newest else "0-0"
+                    self.numbers[slug] = _number(newest[0][1]) if newest else None
+                if channel.floor is None and not channel.resync and self.channels.get(slug) is channel:
+                    channel.floor = streamids.parse(self.cursors[slug])
+                await self._wake()
+            except BaseException:
+                self.unsubscribe(sub)
+                if slug not in self.channels:
+                    self._forget(slug)
+                raise
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -250,6 +290,34 @@ class Hub:
                 if self.channels.get(channel.slug) is channel:
                     del self.channels[channel.slug]
 
+    async def history_holds(self, channel: Channel) -> bool:
+        """Whether the store still holds the newest change of ``channel``'s history (so the history
+        may serve a resume). A store emptied or restored without any change since is seen here, not
+        by the reader; the channel is then invalidated. Concurrent resumes (a reconnect storm) share
+        one check in flight, so the herd costs a few round trips, not one each."""
+        if channel.checking is None:
+            channel.checking = asyncio.ensure_future(self._check_history(channel))
+            channel.checking.add_done_callback(lambda _: setattr(channel, "checking", None))
+        return await asyncio.shield(channel.checking)
+
+    async def _check_history(self, channel: Channel) -> bool:
+        newest = channel.newest or channel.floor
+        if newest is None or newest == (0, 0):
+            return False
+        sid = streamids.fmt(newest)
+        async with self._pool.pipeline(transaction=False) as pipe:
+            pipe.xrange(keys.stream(channel.slug), min=sid, max=sid, count=1)
+            pipe.get(keys.trimmed(channel.slug))
+            found, trimmed = await pipe.execute()
+        if found or (trimmed is not None and newest <= (streamids.parse(trimmed) or (0, 0))):
+            return True
+        if channel.newest == newest and not channel.resync:
+            log.warning("blog %s: change %s is gone from the store (emptied or rolled back); resetting its "
+                        "readers", channel.slug, sid)
+            self.numbers[channel.slug] = None  # the next change starts the sequence anew
+            self._publish(channel, None, None, rollback=True)
+        return False
+
     async def _wake(self) -> None:
         """Interrupt the blocking read so that it includes the streams added since it started.
 
@@ -261,19 +329,35 @@ class Hub:
             pipe.expire(self.wake_key, 3600)
             await pipe.execute()
 
+    def _forget(self, slug: str) -> None:
+        """Drop a blog from the read (nobody here reads it)."""
+        self.cursors.pop(slug, None)
+        self.numbers.pop(slug, None)
+
     def _dispatch(self, slug: str, items: list[tuple[str, dict[str, str]]]) -> None:
         channel = self.channels.get(slug)
         for sid, fields in items:
             self.cursors[slug] = sid
+            number, last = _number(fields), self.numbers.get(slug)
+            self.numbers[slug] = number
+            rollback = number is not None and last is not None and number != last + 1
+            if rollback:
+                log.warning("blog %s: change %s follows change %s: the store lost or rolled back changes; "
+                            "resetting its readers", slug, number, last)
             if channel is not None:
                 event_type = fields.get("type", "message")
                 data = self.presenter.change(event_type, fields.get("data", "{}"), channel.timezone)
-                self._publish(channel, streamids.parse(sid), encode_event(sid, event_type, data))
+                self._publish(channel, streamids.parse(sid), encode_event(sid, event_type, data), rollback=rollback)
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
 
-    def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes) -> None:
-        """Publish, then cut off the stuck readers that the new frame left behind the history."""
-        channel.publish(sid, frame)
+    def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes | None, *,
+                 rollback: bool = False) -> None:
+        """Publish (after a ``reset`` when the store lost changes), then cut off the stuck readers
+        that the new frames left behind the history."""
+        if rollback:
+            channel.invalidate()
+        if frame is not None:
+            channel.publish(sid, frame)
         if channel.writing:
             for sub in [s for s in channel.writing if s.cursor < channel.first]:
                 self._cut(sub, "overflow")
@@ -283,7 +367,7 @@ class Hub:
         while True:
             # Blogs nobody here reads any more are dropped from the read.
             for slug in [s for s in self.cursors if s not in self.channels]:
-                del self.cursors[slug]
+                self._forget(slug)
             streams = {keys.stream(slug): cursor for slug, cursor in self.cursors.items()}
             streams[self.wake_key] = self._wake_cursor
             try:
@@ -348,6 +432,12 @@ class Hub:
                     self._publish(channel, None, HEARTBEAT)
                 for sub in [s for s in channel.writing if s.sending < late]:
                     self._cut(sub, "send timeout")
+
+
+def _number(fields: dict[str, str]) -> int | None:
+    """A change's number (field ``n``); None for changes written before numbers existed."""
+    raw = fields.get("n")
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def _tune_gc() -> None:

@@ -31,8 +31,14 @@ def pinned(slug: str) -> str:
 
 
 def stream(slug: str) -> str:
-    """Stream: the blog's change log, one item per change (fields ``type`` and ``data``)."""
+    """Stream: the blog's change log, one item per change (fields ``type``, ``data``, ``n``)."""
     return f"lb:{{{slug}}}:stream"
+
+
+def changes(slug: str) -> str:
+    """Counter: the number of the blog's latest change (stream field ``n``). A store that lost or
+    rolled back changes breaks the 1, 2, 3, ... sequence, which readers are told about."""
+    return f"lb:{{{slug}}}:changes"
 
 
 def trimmed(slug: str) -> str:

@@ -28,7 +28,8 @@ DEFAULT_TIMEZONE = "Europe/Rome"
 # Presentation fields that versions before presentation-at-read-time stored in entries; dropped on load.
 _PRESENTED = ("url", "time_label", "updated_label")
 
-# KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset
+# KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset,
+#       7 change counter (each change carries the next number as field `n`: a gap reveals a rollback)
 # ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
 #       4 order score ("" = no ordering), 5 event type, 6 event data, 7 stream cap,
 #       8 idempotency TTL ("0" = none), 9 idempotency value,
@@ -56,7 +57,8 @@ if ARGV[10] == '1' and ARGV[3] ~= '' then
 elseif ARGV[10] ~= '' then
   redis.call('ZREM', KEYS[6], ARGV[1])
 end
-local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', ARGV[6])
+local n = redis.call('INCR', KEYS[7])
+local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', ARGV[6], 'n', n)
 local cap = tonumber(ARGV[7])
 local len = redis.call('XLEN', KEYS[3])
 if len > cap + math.max(1, math.floor(cap / 10)) then
@@ -189,7 +191,7 @@ class Store:
             pinned_score = str(int(timefmt.parse_rfc3339(entry["published_at"]).timestamp() * 1000))
         result = await self._commit(
             keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
-                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug)],
+                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug)],
             args=[field, expected, state, score, event, data, self.stream_maxlen,
                   self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
         )
@@ -442,6 +444,10 @@ class Store:
 
     async def trimmed_upto(self, slug: str) -> str | None:
         return await self.redis.get(keys.trimmed(slug))
+
+    async def has_change(self, slug: str, sid: str) -> bool:
+        """Whether the change log holds a change with exactly this ID."""
+        return bool(await self.redis.xrange(keys.stream(slug), min=sid, max=sid, count=1))
 
     async def changes_after(self, slug: str, after: str, count: int = 500) -> list[Change]:
         """Changes strictly after ``after``, oldest first."""

@@ -42,12 +42,18 @@ def _resume_point(request: Request) -> streamids.StreamId | None:
 
 
 async def _needs_reset(store: Store, slug: str, after: streamids.StreamId) -> bool:
-    """True when changes after ``after`` may have been trimmed away, or the ID is not ours."""
-    newest = streamids.parse(await store.last_change_id(slug))
-    if newest is not None and after > newest:
-        return True
+    """True unless the change log holds ``after`` itself (or it is exactly where trimming stopped, or
+    ``0-0`` with nothing trimmed): an ID older than the trimmed part, from another stream, or from
+    changes the store lost or rolled back. (Ordering alone cannot tell: after a rollback, new
+    changes get IDs above the lost ones.)"""
     trimmed = await store.trimmed_upto(slug)
-    return trimmed is not None and after < (streamids.parse(trimmed) or (0, 0))
+    if trimmed is not None:
+        start = streamids.parse(trimmed) or (0, 0)
+        if after <= start:
+            return after < start
+    elif after == (0, 0):
+        return False
+    return not await store.has_change(slug, streamids.fmt(after))
 
 
 class EventStream:
@@ -107,6 +113,8 @@ class EventStream:
         frames = [f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode()]
         last = after
         cached = None if after is None else sub.channel.changes_after(after)
+        if cached is not None and not await self.request.app.state.hub.history_holds(sub.channel):
+            cached = None  # the store lost what the history holds: ask it (the answer is a reset)
         if cached is not None:
             frames += [frame for _, frame in cached]
             if cached:
