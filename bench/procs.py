@@ -123,7 +123,9 @@ class Processes:
         port = free_port()
         proc = self._start("liveblog", [sys.executable, "-m", "liveblog", "serve", "--port", str(port),
                                         *([] if dispatcher else ["--no-dispatcher"]), "--log-level", "warning"],
-                           {"LIVEBLOG_REDIS_URL": redis_url, "LIVEBLOG_ADMIN_TOKEN": admin_token, **(env or {})})
+                           {"LIVEBLOG_REDIS_URL": redis_url, "LIVEBLOG_ADMIN_TOKEN": admin_token,
+                            # every simulated reader comes from 127.0.0.1: no per-address stream cap
+                            "LIVEBLOG_SSE_MAX_PER_CLIENT": "1000000", **(env or {})})
         base = self._ready(proc, port)
         if self.profile is not None:
             self.profile.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,12 @@ return {'ok', sid}
 # KEYS: 1 stream, 2 blog hash, 3 pinned zset, 4 order zset, 5 entries hash.
 # ARGV: 1 how many unpinned entries are wanted (as many more newest are read as there are pinned ones).
 # Returns {newest change ID or '0-0', blog doc or false, pinned entries, newest entries}.
+# How many changes follow ARGV[1] (an exclusive XRANGE start), counting no further than ARGV[2]:
+# only the number leaves Redis.
+_COUNT_AFTER = """
+return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+"""
+
 _SNAPSHOT = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local doc = redis.call('HGET', KEYS[2], 'doc')
@@ -178,6 +184,7 @@ class Store:
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
         self._snapshot = redis.register_script(_SNAPSHOT)
+        self._count_after = redis.register_script(_COUNT_AFTER)
 
     # ---- low level -------------------------------------------------------------------------
 
@@ -448,6 +455,10 @@ class Store:
     async def has_change(self, slug: str, sid: str) -> bool:
         """Whether the change log holds a change with exactly this ID."""
         return bool(await self.redis.xrange(keys.stream(slug), min=sid, max=sid, count=1))
+
+    async def count_changes_after(self, slug: str, after: str, limit: int) -> int:
+        """How many changes follow ``after``, counted up to ``limit`` (a bounded count, in Redis)."""
+        return int(await self._count_after(keys=[keys.stream(slug)], args=[f"({after}", limit]))
 
     async def changes_after(self, slug: str, after: str, count: int = 500) -> list[Change]:
         """Changes strictly after ``after``, oldest first."""

@@ -26,9 +26,10 @@ class Event:
 class SSEClient:
     """Reads one event stream in a background task; events land in ``queue``, comments in ``comments``."""
 
-    def __init__(self, url: str, *, last_event_id: str | None = None, params: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, last_event_id: str | None = None, params: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.url = url
-        self.headers = {"Accept": "text/event-stream"}
+        self.headers = {"Accept": "text/event-stream", **(headers or {})}
         if last_event_id is not None:
             self.headers["Last-Event-ID"] = last_event_id
         self.params = params or {}

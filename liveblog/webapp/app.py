@@ -23,6 +23,7 @@ from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
 from liveblog.webapp import api, editor, feeds, openapi, pages, sse, webhooks_api
+from liveblog.webapp.clients import StreamSlots
 from liveblog.webapp.problems import (
     Problem,
     on_client_disconnect,
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                 idempotency_ttl=settings.idempotency_ttl_seconds)
         app.state.presenter = Presenter(public_url)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
+        app.state.streams = StreamSlots(settings)
         app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         await app.state.hub.start()

@@ -18,9 +18,10 @@ from starlette.types import Receive, Scope, Send
 from liveblog import streamids
 from liveblog.fanout import Hub, Subscriber, encode_event
 from liveblog.store import Store
+from liveblog.webapp.clients import StreamSlots, client_key
 from liveblog.webapp.problems import Problem
 
-CATCH_UP_PAGE = 500
+CATCH_UP_PAGE = 100  # changes read from Redis, and sent, at a time
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -67,10 +68,11 @@ class EventStream:
     without any per-reader work at publication.
     """
 
-    def __init__(self, request: Request, sub: Subscriber, after: streamids.StreamId | None) -> None:
+    def __init__(self, request: Request, sub: Subscriber, after: streamids.StreamId | None, client: str) -> None:
         self.request = request
         self.sub = sub
         self.after = after
+        self.client = client  # holds one of its StreamSlots until the stream ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.sub
@@ -101,6 +103,7 @@ class EventStream:
         finally:
             listener.cancel()
             hub.unsubscribe(sub)
+            self.request.app.state.streams.release(self.client)
 
     async def _catch_up(self, send: Send) -> streamids.StreamId | None:
         """``retry:``, then every change after the client's resume point (or a ``reset``): from the
@@ -112,32 +115,49 @@ class EventStream:
         # A random reconnect delay per stream spreads the herd when a process goes away.
         frames = [f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode()]
         last = after
+        limit = settings.sse_max_catch_up
         cached = None if after is None else sub.channel.changes_after(after)
         if cached is not None and not await self.request.app.state.hub.history_holds(sub.channel):
             cached = None  # the store lost what the history holds: ask it (the answer is a reset)
-        if cached is not None:
+        if cached is not None and len(cached) <= limit:
             frames += [frame for _, frame in cached]
             if cached:
                 last = cached[-1][0]
+        elif cached is not None:
+            frame, last = await _reset(store, slug, "too far behind")
+            frames.append(frame)
         elif after is not None:
             if await _needs_reset(store, slug, after):
-                newest = await store.last_change_id(slug)
-                frames.append(encode_event(newest, "reset", '{"reason":"resume point no longer available; reload"}'))
-                last = streamids.parse(newest)
+                frame, last = await _reset(store, slug, "resume point no longer available")
+                frames.append(frame)
             else:
+                # One page at a time, each sent before the next is read: a resume holds at most one
+                # page of changes in memory. More than `limit` behind gets a reset instead; counting is
+                # needed only when the first page is full (most resumes are a few changes behind).
+                page = await store.changes_after(slug, streamids.fmt(after), min(CATCH_UP_PAGE, limit + 1))
+                if len(page) > limit or (len(page) == CATCH_UP_PAGE and await store.count_changes_after(
+                        slug, streamids.fmt(after), limit + 1) > limit):
+                    frame, last = await _reset(store, slug, "too far behind")
+                    frames.append(frame)
+                    page = []
                 present, tz = self.request.app.state.presenter.change, sub.channel.timezone
-                while True:
-                    page = await store.changes_after(slug, streamids.fmt(last), CATCH_UP_PAGE)  # type: ignore[arg-type]
+                while page:
                     frames += [encode_event(change.id, change.type, present(change.type, change.data, tz))
                                for change in page]
-                    if page:
-                        last = streamids.parse(page[-1].id)
+                    last = streamids.parse(page[-1].id)
                     if len(page) < CATCH_UP_PAGE:
                         break
                     await _send(send, sub, b"".join(frames))
                     frames = []
+                    page = await store.changes_after(slug, page[-1].id, CATCH_UP_PAGE)
         await _send(send, sub, b"".join(frames))
         return last
+
+
+async def _reset(store: Store, slug: str, reason: str) -> tuple[bytes, streamids.StreamId | None]:
+    """The ``reset`` frame (the page reloads) and the position it leaves the reader at."""
+    newest = await store.last_change_id(slug)
+    return encode_event(newest, "reset", f'{{"reason":"{reason}; reload"}}'), streamids.parse(newest)
 
 
 async def _send(send: Send, sub: Subscriber, data: bytes, more: bool = True) -> None:
@@ -162,10 +182,17 @@ async def events(request: Request) -> Response | EventStream:
     # 404 for an unknown blog, before the stream starts (cached: a storm of readers costs no lookups)
     timezone = await store.timezone(slug)
     after = _resume_point(request)
-    # Registered before the response starts: once a client has seen the headers, every later
-    # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
-    sub = await hub.subscribe(slug, timezone)
-    return EventStream(request, sub, after)
+    slots: StreamSlots = request.app.state.streams
+    client = client_key(request.scope)
+    slots.acquire(client)  # 429/503 past the per-client or the process's stream cap
+    try:
+        # Registered before the response starts: once a client has seen the headers, every later
+        # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
+        sub = await hub.subscribe(slug, timezone)
+    except BaseException:
+        slots.release(client)
+        raise
+    return EventStream(request, sub, after, client)
 
 
 routes = [Route("/blogs/{slug}/events", events, methods=["GET"])]
