@@ -162,6 +162,16 @@ def _text(env: _Env, name: str, *, min_length: int = 1, doc: str, used_by: tuple
     return raw
 
 
+def _label(env: _Env, name: str, *, max_length: int, doc: str, used_by: tuple[str, ...]) -> str | None:
+    """Free text shown to people (a name): printable, spaces allowed, at most ``max_length``."""
+    raw = env.read(name, None, doc, used_by)
+    if raw is None:
+        return None
+    if not raw.strip() or len(raw) > max_length or not raw.isprintable():
+        raise SettingError(name, f"must be 1-{max_length} printable characters")
+    return raw.strip()
+
+
 def _directory(env: _Env, name: str, default: Path, *, doc: str, used_by: tuple[str, ...]) -> Path:
     """A directory path; it may not exist yet, but must not be something else."""
     raw = env.read(name, default, doc, used_by)
@@ -225,6 +235,9 @@ class Settings:
     webhook_log_size: int = 200
     webhook_response_cap_bytes: int = 4096
     idempotency_ttl_seconds: int = 24 * 3600
+    # JSON-LD `publisher` (an Organization with a logo), which Google's Top Stories expects.
+    publisher_name: str | None = None
+    publisher_logo: str | None = None
     # `liveblog worker` keeps this file fresh while it makes progress (`liveblog worker --check`).
     worker_health_file: Path | None = None
 
@@ -253,6 +266,10 @@ class Settings:
                               doc="a bootstrap admin bearer token"),
             public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
                             doc="absolute base URL of links in pages, feeds and webhooks (default http://HOST:PORT)"),
+            publisher_name=_label(env, "LIVEBLOG_PUBLISHER_NAME", max_length=200, used_by=WEB,
+                                  doc="the publisher named in the pages' JSON-LD (e.g. the newspaper)"),
+            publisher_logo=_url(env, "LIVEBLOG_PUBLISHER_LOGO", schemes=PUBLIC_SCHEMES, used_by=WEB,
+                                doc="absolute URL of the publisher's logo for the JSON-LD"),
             stream_maxlen=_number(env, "LIVEBLOG_STREAM_MAXLEN", 10_000, minimum=1, used_by=WEB,
                                   doc="changes kept per blog for resuming readers"),
             max_body_bytes=_number(env, "LIVEBLOG_MAX_BODY_BYTES", 256 * 1024, minimum=1, used_by=WEB,

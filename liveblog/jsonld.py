@@ -34,11 +34,35 @@ def _update(entry: dict[str, Any]) -> dict[str, Any]:
         "articleBody": text,
     }
     if entry.get("author"):
-        item["author"] = {"@type": "Person", "name": entry["author"]}
+        item["author"] = person(entry)
     return item
 
 
-def live_blog_posting(blog: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+def person(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry's author as a schema.org Person (with its profile link and avatar when it has one)."""
+    author: dict[str, Any] = {"@type": "Person", "name": entry["author"]}
+    profile = entry.get("author_profile") or {}
+    if profile.get("url"):
+        author["url"] = profile["url"]
+    if profile.get("title"):
+        author["jobTitle"] = profile["title"]
+    if profile.get("avatar"):
+        author["image"] = profile["avatar"]
+    return author
+
+
+def publisher(name: str | None, logo: str | None) -> dict[str, Any] | None:
+    """The publishing Organization (LIVEBLOG_PUBLISHER_NAME / _LOGO), or None when unset."""
+    if not name:
+        return None
+    org: dict[str, Any] = {"@type": "Organization", "name": name}
+    if logo:
+        org["logo"] = {"@type": "ImageObject", "url": logo}
+    return org
+
+
+def live_blog_posting(blog: dict[str, Any], entries: list[dict[str, Any]], *,
+                      publisher: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON-LD document for ``blog`` with ``entries`` (current state, newest first)."""
     page = blog["urls"]["page"]
     latest = max([blog["updated_at"], *(entry["updated_at"] for entry in entries)])
@@ -59,4 +83,6 @@ def live_blog_posting(blog: dict[str, Any], entries: list[dict[str, Any]]) -> di
         doc["description"] = blog["description"]
     if blog["status"] == "ended" and blog.get("coverage_end"):
         doc["coverageEndTime"] = blog["coverage_end"]
+    if publisher is not None:
+        doc["publisher"] = publisher
     return doc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 BLOGS = "lb:blogs"  # sorted set: slug -> creation time (ms)
 TOKENS = "lb:tokens"  # hash: sha256(token) -> JSON {name, role, created_at}
+AUTHORS = "lb:authors"  # hash: author id -> JSON profile {id, name, title, url, avatar, created_at}
 
 
 def blog(slug: str) -> str:

@@ -51,6 +51,14 @@ class Presenter:
     def entry_url(self, slug: str, entry_id: str) -> str:
         return f"{self.public_url}/blogs/{slug}#{anchor(entry_id)}"
 
+    def absolute(self, link: str | None) -> str | None:
+        """A link as served: paths of this service (``/media/…``) get the public base URL."""
+        return f"{self.public_url}{link}" if link and link.startswith("/") else link
+
+    def profile(self, author: dict[str, Any]) -> dict[str, Any]:
+        """An author profile as served (its avatar may be a path of an uploaded photo)."""
+        return {**author, "avatar": self.absolute(author.get("avatar"))}
+
     def blog(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A stored blog as served: its links added."""
         return {**doc, "urls": self.blog_urls(doc["slug"])}
@@ -62,8 +70,10 @@ class Presenter:
         shown = entry if for_editor else {k: v for k, v in entry.items() if k not in EDITOR_ONLY}
         published = timefmt.parse_rfc3339(entry["published_at"])
         updated = timefmt.parse_rfc3339(entry["updated_at"])
+        profile = entry.get("author_profile")
         return {
             **shown,
+            "author_profile": self.profile(profile) if profile else None,
             "url": self.entry_url(entry["blog"], entry["id"]),
             "time_label": timefmt.time_label(published, tz),
             "updated_label": timefmt.time_label(updated, tz) if updated > published else None,

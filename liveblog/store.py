@@ -312,8 +312,10 @@ class Store:
         return entry
 
     async def create_entry(self, slug: str, fields: dict[str, Any], *, idempotency_key: str | None = None,
-                           published_at: datetime | None = None) -> tuple[dict[str, Any], bool]:
-        """Create an entry; returns (entry, created). A replayed idempotency key returns the original."""
+                           published_at: datetime | None = None, author_profile: dict[str, Any] | None = None
+                           ) -> tuple[dict[str, Any], bool]:
+        """Create an entry; returns (entry, created). A replayed idempotency key returns the original.
+        ``author_profile`` (see ``authors.py``) is kept with the entry as it is now."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         await self._blog_doc(slug)
         body = _text(fields, "body", required=True, plain=False)
@@ -333,6 +335,8 @@ class Store:
             "pinned": bool(_flag(fields, "pinned")),
             "version": 1,
         }
+        if author_profile is not None:
+            entry["author"], entry["author_profile"] = author_profile["name"], author_profile
         state = dumps(entry)
         result = await self._write(
             slug, field=entry_id, expected="", state=state, score=str(int(moment.timestamp() * 1000)),

@@ -65,12 +65,17 @@ async def update_blog(request: Request) -> Response:
 async def create_entry(request: Request) -> Response:
     token = await require(request, "editor")
     fields = await json_object(request)
+    profile = None
+    if "author_id" in fields:
+        if "author" in fields:
+            raise Problem(422, "send either 'author' (a name) or 'author_id' (a profile), not both")
+        profile = await request.app.state.authors.profile(fields.pop("author_id"))
     fields.setdefault("author", token["name"])
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isprintable()):
         raise Problem(400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")
     slug = request.path_params["slug"]
-    entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key)
+    entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key, author_profile=profile)
     headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
     if created:
         metrics.CHANGES_PUBLISHED.labels("entry.created").inc()

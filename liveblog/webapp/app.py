@@ -16,13 +16,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from liveblog.authors import Authors
 from liveblog.config import Settings
 from liveblog.fanout import Hub
 from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, editor, feeds, openapi, pages, sse, webhooks_api
+from liveblog.webapp import api, authors_api, editor, feeds, openapi, pages, sse, webhooks_api
 from liveblog.webapp.clients import StreamSlots
 from liveblog.webapp.problems import (
     Problem,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.presenter = Presenter(public_url)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.streams = StreamSlots(settings)
+        app.state.authors = Authors(redis)
         app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         await app.state.hub.start()
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *api.routes,
         *sse.routes,
         *webhooks_api.routes,
+        *authors_api.routes,
         *openapi.routes,
         *feeds.routes,
         *editor.routes,

@@ -89,8 +89,15 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def _author(parent: ET.Element, name: str) -> None:
-    _sub(_sub(parent, "author"), "name", name)
+def _author(parent: ET.Element, name: str, uri: str | None = None) -> None:
+    author = _sub(parent, "author")
+    _sub(author, "name", name)
+    if uri:
+        _sub(author, "uri", uri)
+
+
+def _profile(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry.get("author_profile") or {}
 
 
 def atom_document(snap: Snapshot) -> bytes:
@@ -117,7 +124,7 @@ def atom_document(snap: Snapshot) -> bytes:
         _sub(node, "published", entry["published_at"])
         _sub(node, "link", rel="alternate", type="text/html", href=entry["url"])
         if entry.get("author"):
-            _author(node, entry["author"])
+            _author(node, entry["author"], _profile(entry).get("url"))
         if entry.get("key_event"):
             _sub(node, "category", term="key-event")
         _sub(node, "content", entry["body_html"], type="html")
@@ -140,7 +147,9 @@ def json_feed_document(snap: Snapshot) -> bytes:
             "date_modified": entry["updated_at"],
         }
         if entry.get("author"):
-            item["authors"] = [{"name": entry["author"]}]
+            profile = _profile(entry)
+            item["authors"] = [{"name": entry["author"],
+                                **{name: profile[name] for name in ("url", "avatar") if profile.get(name)}}]
         if entry.get("key_event"):
             item["tags"] = ["key-event"]
         items.append(item)

@@ -80,6 +80,7 @@ SCHEMAS: dict[str, Any] = {
         "body_html": {"type": "string", "description": "sanitized HTML"},
         "body": {"type": "string", "description": "the source as written (editor tokens only)"},
         "author": nullable(STRING),
+        "author_profile": nullable(ref("Author")),
         "published_at": TIME,
         "updated_at": TIME,
         "time_label": {"type": "string", "description": "wall-clock time in the blog's timezone, e.g. 14.25"},
@@ -96,6 +97,7 @@ SCHEMAS: dict[str, Any] = {
         "body": {"type": "string", "minLength": 1, "maxLength": 50_000, "description": "Markdown or HTML"},
         "title": nullable({"type": "string", "maxLength": 300}),
         "author": nullable({"type": "string", "maxLength": 120}),
+        "author_id": {"type": "string", "description": "an author profile's id (instead of author)"},
         "key_event": {"type": "boolean"},
         "pinned": {"type": "boolean"},
     }, ("body",), closed=True),
@@ -106,6 +108,19 @@ SCHEMAS: dict[str, Any] = {
         "key_event": {"type": "boolean"},
         "pinned": {"type": "boolean"},
     }, closed=True),
+    "Author": obj({
+        "id": STRING, "name": STRING, "title": nullable(STRING),
+        "url": nullable({"type": "string", "format": "uri"}),
+        "avatar": nullable({"type": "string", "format": "uri"}), "created_at": TIME,
+    }, ("id", "name")),
+    "AuthorList": obj({"authors": {"type": "array", "items": ref("Author")}}, ("authors",)),
+    "AuthorCreate": obj({
+        "name": {"type": "string", "minLength": 1, "maxLength": 120},
+        "title": nullable({"type": "string", "maxLength": 120}),
+        "url": nullable({"type": "string", "format": "uri", "maxLength": 500}),
+        "avatar": nullable({"type": "string", "maxLength": 500,
+                            "description": "an https image URL, or the url of an uploaded photo (/media/…)"}),
+    }, ("name",), closed=True),
     "Preview": obj({"body_html": STRING, "author": nullable(STRING)}, ("body_html",)),
     "Webhook": obj({
         "id": STRING,
@@ -263,6 +278,12 @@ PATHS: dict[str, Any] = {
         "post": op("Deliver again every change after an event ID (admin)",
                    {"202": ok("queued", None, content={JSON: {"schema": {"type": "object"}}}), **NOT_FOUND},
                    tag="webhooks", secured=True, request=body("Replay")),
+    },
+    "/api/authors": {
+        "get": op("Author profiles (editor)", {"200": ok("every author", "AuthorList")}, tag="authors",
+                  secured=True),
+        "post": op("Create an author profile (admin)", {"201": ok("the profile", "Author")}, tag="authors",
+                   secured=True, request=body("AuthorCreate")),
     },
     "/api/openapi.json": {
         "get": op("This document", {"200": ok("OpenAPI 3.1", None, content={JSON: {"schema": {"type": "object"}}})},

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from liveblog import timefmt
-from liveblog.jsonld import MAX_UPDATES, live_blog_posting
+from liveblog.jsonld import MAX_UPDATES, live_blog_posting, publisher
 from liveblog.present import Presenter
 from liveblog.store import NotFound, Store, ValidationError
 from liveblog.webapp.api import PUBLIC_CACHE
@@ -156,8 +156,14 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
         "embed": embed,
         "config": config,
         "started": timefmt.date_label(created, blog["timezone"], blog["language"]),
-        "jsonld": None if embed or before is not None else live_blog_posting(blog, newest),
+        "jsonld": None if embed or before is not None else live_blog_posting(
+            blog, newest, publisher=_publisher(request)),
     }
+
+
+def _publisher(request: Request) -> dict[str, Any] | None:
+    settings = request.app.state.settings
+    return publisher(settings.publisher_name, settings.publisher_logo)
 
 
 async def live_page(request: Request) -> Response:

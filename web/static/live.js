@@ -72,6 +72,11 @@
     setText(field(el, "title"), e.title);
     field(el, "body").innerHTML = e.body_html; // sanitized server-side (nh3) before it was stored
     setText(field(el, "author"), e.author);
+    var profile = e.author_profile || {};
+    setText(field(el, "author-title"), profile.title);
+    var avatar = field(el, "avatar");
+    if (profile.avatar) avatar.setAttribute("src", profile.avatar); else avatar.removeAttribute("src");
+    avatar.hidden = !profile.avatar;
     var edited = field(el, "edited");
     edited.hidden = !(e.updated_label && e.version > 1);
     var editedTime = field(el, "edited-time");
