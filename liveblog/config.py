@@ -235,6 +235,8 @@ class Settings:
     webhook_log_size: int = 200
     webhook_response_cap_bytes: int = 4096
     idempotency_ttl_seconds: int = 24 * 3600
+    # Reader counts: each process publishes its counts this often (they expire after two intervals).
+    readers_interval_seconds: float = 5.0
     # JSON-LD `publisher` (an Organization with a logo), which Google's Top Stories expects.
     publisher_name: str | None = None
     publisher_logo: str | None = None
@@ -266,6 +268,9 @@ class Settings:
                               doc="a bootstrap admin bearer token"),
             public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
                             doc="absolute base URL of links in pages, feeds and webhooks (default http://HOST:PORT)"),
+            readers_interval_seconds=_number(env, "LIVEBLOG_READERS_INTERVAL", 5.0, above=0.0, maximum=5.0,
+                                             used_by=WEB, doc="seconds between a process's reader-count "
+                                             "updates (counts are at most twice this old)"),
             publisher_name=_label(env, "LIVEBLOG_PUBLISHER_NAME", max_length=200, used_by=WEB,
                                   doc="the publisher named in the pages' JSON-LD (e.g. the newspaper)"),
             publisher_logo=_url(env, "LIVEBLOG_PUBLISHER_LOGO", schemes=PUBLIC_SCHEMES, used_by=WEB,

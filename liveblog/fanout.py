@@ -350,6 +350,13 @@ class Hub:
                 self._publish(channel, streamids.parse(sid), encode_event(sid, event_type, data), rollback=rollback)
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
 
+    def announce(self, slug: str, frame: bytes) -> None:
+        """Send ``frame`` (an event with no ``id:``, not part of the change log: it is not replayed on
+        resume) to this process's readers of ``slug``, if it has any."""
+        channel = self.channels.get(slug)
+        if channel is not None:
+            self._publish(channel, None, frame)
+
     def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes | None, *,
                  rollback: bool = False) -> None:
         """Publish (after a ``reset`` when the store lost changes), then cut off the stuck readers

@@ -56,6 +56,11 @@ def idempotency(slug: str, key: str) -> str:
     return f"lb:{{{slug}}}:idem:{key}"
 
 
+def readers(slug: str) -> str:
+    """Hash: web process -> ``count:expiry ms`` of its open event streams of the blog (presence.py)."""
+    return f"lb:{{{slug}}}:readers"
+
+
 def slug_of_stream(stream_key: str) -> str:
     """Inverse of :func:`stream`."""
     return stream_key[len("lb:{") : -len("}:stream")]

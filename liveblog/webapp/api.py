@@ -50,7 +50,9 @@ async def create_blog(request: Request) -> Response:
 
 
 async def get_blog(request: Request) -> Response:
-    blog = _presenter(request).blog(await _store(request).get_blog(request.path_params["slug"]))
+    slug = request.path_params["slug"]
+    blog = _presenter(request).blog(await _store(request).get_blog(slug))
+    blog["readers"] = await request.app.state.presence.readers(slug)
     return json_response(blog, headers={"Cache-Control": PUBLIC_CACHE})
 
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from liveblog.authors import Authors
 from liveblog.config import Settings
 from liveblog.fanout import Hub
+from liveblog.presence import Presence
 from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         await app.state.hub.start()
+        app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)
+        app.state.presence.start()
         worker = None
         if dispatcher:
             from liveblog.webhooks.dispatcher import Dispatcher
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         finally:
             if worker is not None:
                 await worker.stop()
+            await app.state.presence.stop()
             await app.state.hub.stop()
             await redis.aclose()
 

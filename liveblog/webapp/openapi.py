@@ -59,6 +59,8 @@ SCHEMAS: dict[str, Any] = {
         "coverage_end": nullable(TIME),
         "related": {"type": "array", "items": {"type": "object"}},
         "urls": ref("BlogUrls"),
+        "readers": {"type": "integer", "minimum": 0,
+                    "description": "GET /api/blogs/{slug} only: open event streams across all processes"},
     }, ("slug", "title", "status", "language", "timezone", "urls")),
     "BlogList": obj({"blogs": {"type": "array", "items": ref("Blog")}}, ("blogs",)),
     "BlogCreate": obj({

@@ -59,6 +59,8 @@ LABELS: dict[str, dict[str, str]] = {
         "feeds": "Feed",
         "not_found": "Pagina non trovata",
         "not_found_detail": "Questa diretta non esiste o non è più disponibile.",
+        "readers_one": "1 lettore",
+        "readers_many": "{n} lettori",
     },
     "en": {
         "update_at": "update at",
@@ -94,6 +96,8 @@ LABELS: dict[str, dict[str, str]] = {
         "feeds": "Feeds",
         "not_found": "Page not found",
         "not_found_detail": "This live blog does not exist or is no longer available.",
+        "readers_one": "1 reader",
+        "readers_many": "{n} readers",
     },
 }
 
@@ -170,6 +174,7 @@ async def live_page(request: Request) -> Response:
     context = await _context(request, embed=False)
     if context is None:
         return not_found(request)
+    context["readers"] = await request.app.state.presence.readers(context["blog"]["slug"])
     return render(request, "live.html", context, headers={"Cache-Control": PUBLIC_CACHE})
 
 

@@ -253,6 +253,14 @@
     if (blog.status === "ended") end();
   }
 
+  /* "N lettori": open event streams of this blog across every server, sent when it changes. */
+  function showReaders(count) {
+    var node = document.querySelector("[data-lb-readers]");
+    if (!node) return;
+    node.textContent = count === 1 ? cfg.labels.readers_one : cfg.labels.readers_many.replace("{n}", String(count));
+    node.hidden = !count;
+  }
+
   function handler(apply) {
     return function (event) {
       if (ended) return;
@@ -283,6 +291,7 @@
     source.addEventListener("entry.updated", handler(function (e) { upsert(e, true); }));
     source.addEventListener("entry.deleted", handler(remove));
     source.addEventListener("blog.updated", handler(applyBlog));
+    source.addEventListener("blog.readers", function (event) { showReaders(JSON.parse(event.data).readers); });
     source.addEventListener("reset", function () {
       source.close();
       window.location.reload(); // the resume point is gone: start again from a fresh render
