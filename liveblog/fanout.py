@@ -44,7 +44,10 @@ def encode_event(sid: str, event_type: str, data: str) -> bytes:
     return f"id: {sid}\nevent: {event_type}\ndata: {data}\n\n".encode()
 
 
-HEARTBEAT = b": keep-alive\n\n"
+# A comment (what the contract promises, and what keeps proxies open) plus a named event without an
+# ``id:``: EventSource never shows comments to JavaScript, so the page's watchdog listens for
+# ``heartbeat`` to tell a quiet stream from a dead one. No ``id:``, so the resume point is unchanged.
+HEARTBEAT = b": keep-alive\nevent: heartbeat\ndata: {}\n\n"
 # No ``id:``: a client that reconnects keeps its resume point from before the rollback, which the
 # resume check then answers with another ``reset``.
 ROLLBACK_RESET = b'event: reset\ndata: {"reason":"the store lost changes; reload"}\n\n'

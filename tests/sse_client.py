@@ -24,7 +24,8 @@ class Event:
 
 
 class SSEClient:
-    """Reads one event stream in a background task; events land in ``queue``, comments in ``comments``."""
+    """Reads one event stream in a background task; events land in ``queue``, comments in ``comments``,
+    ``heartbeat`` events in ``heartbeats``."""
 
     def __init__(self, url: str, *, last_event_id: str | None = None, params: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -35,6 +36,7 @@ class SSEClient:
         self.params = params or {}
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.comments: list[str] = []
+        self.heartbeats: list[Event] = []  # kept apart from ``queue``: they come at any time
         self.retry: int | None = None
         self.status: int | None = None
         self.ended = asyncio.Event()
@@ -93,7 +95,9 @@ class SSEClient:
                 self.retry = int(value)
             else:
                 fields[name] = value
-        if data or "event" in fields:
+        if fields.get("event") == "heartbeat":
+            self.heartbeats.append(Event(fields.get("id"), "heartbeat", "\n".join(data), fields))
+        elif data or "event" in fields:
             self.queue.put_nowait(Event(fields.get("id"), fields.get("event", "message"), "\n".join(data), fields))
 
     async def next(self, timeout: float = 10.0) -> Event:

@@ -143,6 +143,27 @@ async def test_heartbeat_comment_and_retry_hint(tight_server: Service, editor: d
         assert reader.retry and reader.retry > 0
 
 
+async def test_heartbeat_is_also_a_named_event_without_an_id(tight_server: Service, editor: dict[str, str]) -> None:
+    """Browsers never show comments to JavaScript: the page's watchdog needs an event it can see,
+    one that leaves the resume point (the last ``id:``) alone."""
+    async with httpx.AsyncClient(base_url=tight_server.url) as http:
+        slug = f"hbe-{uuid.uuid4().hex[:8]}"
+        await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "t"})
+        async with SSEClient(f"{tight_server.url}/blogs/{slug}/events") as reader:
+            await post(http, slug, editor, "prima")
+            created = await reader.next()
+            for _ in range(100):
+                if reader.heartbeats:
+                    break
+                await asyncio.sleep(0.1)
+            await post(http, slug, editor, "dopo")
+            after = await reader.next()
+        assert reader.heartbeats, "no heartbeat event arrived"
+        beat = reader.heartbeats[0]
+        assert beat.id is None and beat.json == {} and "keep-alive" in reader.comments
+        assert (created.event, after.event) == ("entry.created", "entry.created")
+
+
 async def test_a_reader_that_does_not_read_is_cut_off_and_others_get_everything(
         tight_server: Service, editor: dict[str, str]) -> None:
     async with httpx.AsyncClient(base_url=tight_server.url) as http:
