@@ -223,6 +223,10 @@ class Settings:
     retry_min_ms: int = 500
     retry_max_ms: int = 3000
     backlog: int = 4096
+    # Updates an open live page keeps rendered during a long session (older ones: "load older").
+    page_max_entries: int = 200
+    # How often an open page of an ended blog checks whether it was reopened (it holds no stream).
+    page_ended_poll_seconds: float = 60.0
     # Webhooks.
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     allowed_networks: tuple[str, ...] = ()
@@ -307,6 +311,11 @@ class Settings:
                                  doc="greatest reconnect delay (ms) sent to a browser"),
             backlog=_number(env, "LIVEBLOG_BACKLOG", 4096, minimum=1, maximum=65535, used_by=WEB,
                             doc="listen backlog of the web server's socket (capped by net.core.somaxconn)"),
+            page_max_entries=_number(env, "LIVEBLOG_PAGE_MAX_ENTRIES", 200, minimum=1, maximum=100_000, used_by=WEB,
+                                     doc="updates an open live page keeps rendered; older ones are dropped and "
+                                         "reloaded by 'load older'"),
+            page_ended_poll_seconds=_number(env, "LIVEBLOG_PAGE_ENDED_POLL", 60.0, above=0.0, used_by=WEB,
+                                            doc="seconds between an ended blog's open pages checking for a reopening"),
             retry_schedule=_seconds_list(env, "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE,
                                          used_by=DELIVERY, doc="seconds between webhook attempts, comma-separated"),
             allowed_networks=_networks(env, "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS", used_by=DELIVERY,

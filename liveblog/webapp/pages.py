@@ -138,12 +138,23 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
     cursor = shown[-1]["id"] if more else None
     L = labels(blog["language"])
     base = f"/blogs/{slug}/embed" if embed else f"/blogs/{slug}"
+    settings = request.app.state.settings
     config = {
         "slug": slug,
         "status": blog["status"],
-        "stream": before is None and blog["status"] == "live",
+        # Live (not an archive page): kept current; an ended blog's page holds no stream but checks
+        # `blog` every `ended_poll` seconds, so a reopened blog comes back to life in open pages.
+        "stream": before is None,
         "events": f"/blogs/{slug}/events",
+        "blog": f"/api/blogs/{slug}",
+        "ended_poll": settings.page_ended_poll_seconds,
         "after": after,
+        # The reader's watchdog reconnects when neither a change nor a heartbeat came for two of these.
+        "heartbeat": settings.heartbeat_seconds,
+        # Updates kept rendered during a long session; live.js drops older ones ("load older" again).
+        "max_entries": settings.page_max_entries,
+        "older": f"/api/blogs/{slug}/entries?limit={PAGE_SIZE}",
+        "older_page": base,
         "next": f"/api/blogs/{slug}/entries?limit={PAGE_SIZE}&before={cursor}" if cursor else None,
         "next_page": f"{base}?before={cursor}" if cursor else None,
         "embed": embed,

@@ -1,9 +1,17 @@
 /* liveblog reader: keeps the server-rendered live page (or embed) up to date over server-sent events.
  *
- * - The page embeds the stream ID of the newest change read before it was rendered (#lb-config "after");
- *   the stream resumes from there, so nothing between render and connect is lost. EventSource resends
+ * - The page embeds the stream ID of the newest change it reflects (#lb-config "after"); the stream
+ *   resumes from there, so nothing between render and connect is lost. EventSource resends
  *   Last-Event-ID by itself when it reconnects; when it gives up (HTTP error) we reconnect ourselves from
  *   the last ID seen. Entries are deduplicated by id + version, deletions leave a tombstone.
+ * - A watchdog keeps the connection state honest: the server sends a `heartbeat` event every
+ *   cfg.heartbeat seconds, so when nothing at all came for two of them the connection is dead (a
+ *   half-open TCP connection never errors): show "reconnecting" and start a new stream from the last
+ *   ID. The same check runs when a hidden tab becomes visible again (its timers may have been paused).
+ * - An ended blog's page holds no stream; it asks for the blog every cfg.ended_poll seconds and comes
+ *   back to life (catching up from the last ID) if the blog is reopened.
+ * - A long session stays light: at most cfg.max_entries updates (pinned ones aside) stay rendered,
+ *   older ones are dropped and come back with "load older"; the tombstones are capped the same way.
  * - Never moves what the reader is looking at: away from the top, changes above the viewport are
  *   compensated by scrolling and a notice ("2 nuovi aggiornamenti") offers to go up; at the top, new
  *   updates slide in and are highlighted.
@@ -25,16 +33,22 @@
   var stateText = root.querySelector("[data-lb-state-text]");
   var filterButton = root.querySelector("[data-lb-filter]");
   var olderLink = root.querySelector("[data-lb-older]");
+  var moreNode = root.querySelector("[data-lb-more]");
   var reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
   var versions = new Map();   // entry id -> version shown
   var deleted = new Set();    // ids of deleted entries: never brought back by a late or cached copy
   var unseen = new Set();     // ids added while the reader was away from the top
-  var nextUrl = cfg.next;     // the API page of older updates, null when everything is loaded
+  var more = !!cfg.next;      // older updates exist that are not on the page
   var lastId = cfg.after;     // stream ID of the last change applied
   var source = null;
   var retryDelay = 1000;
+  var reconnectTimer = null;
+  var pollTimer = null;
   var ended = cfg.status === "ended";
+  var heartbeatMs = (cfg.heartbeat || 15) * 1000;
+  var maxEntries = cfg.max_entries || 200;
+  var lastSign = 0;           // Date.now() of the stream's last sign of life (any event, a heartbeat)
 
   list.querySelectorAll(".lb-entry").forEach(function (el) {
     versions.set(el.dataset.id, Number(el.dataset.version));
@@ -179,7 +193,7 @@
     var el = document.getElementById("aggiornamento-" + e.id);
     if (el) {
       var moves = (el.dataset.pinned === "1") !== !!e.pinned;
-      if (moves && !e.pinned && nextUrl && isOlderThanLoaded(e)) {
+      if (moves && !e.pinned && more && isOlderThanLoaded(e)) {
         // Unpinned, it belongs among updates not loaded yet: it comes back with its older page,
         // so "load older" (which pages from the oldest update shown) skips nothing.
         keepPosition(function () { el.remove(); }, el);
@@ -196,13 +210,14 @@
       updateEmpty();
       return;
     }
-    if (live && !e.pinned && nextUrl && isOlderThanLoaded(e)) return; // arrives with its older page
+    if (live && !e.pinned && more && isOlderThanLoaded(e)) return; // arrives with its older page
     el = build(e);
     var top = atTop();
     keepPosition(function () { place(el); }, el);
     versions.set(e.id, e.version);
     updateEmpty();
     if (!live) return;
+    trim();
     announcer.textContent = L.announce.replace("{time}", clock(e.time_label)) + (e.title ? ": " + e.title : "");
     if (top) {
       flash(el, "is-entering");
@@ -218,8 +233,31 @@
     return e.published_at < oldest;
   }
 
+  /* Drops the oldest unpinned updates past maxEntries (never one on screen while the reader is away
+   * from the top): they are reachable again through "load older". */
+  function trim() {
+    var rest = list.querySelectorAll('.lb-entry[data-pinned="0"]');
+    var top = atTop();
+    var dropped = false;
+    for (var i = rest.length - 1; i >= maxEntries; i--) {
+      var el = rest[i];
+      if (!top && el.getBoundingClientRect().top < window.innerHeight) break;
+      el.remove();
+      versions.delete(el.dataset.id);
+      unseen.delete(el.dataset.id);
+      dropped = true;
+    }
+    if (!dropped) return;
+    more = true;
+    var oldest = list.querySelectorAll('.lb-entry[data-pinned="0"]');
+    olderLink.setAttribute("href", cfg.older_page + "?before=" + encodeURIComponent(oldest[oldest.length - 1].dataset.id));
+    moreNode.hidden = false;
+    updateNotice();
+  }
+
   function remove(e) {
     deleted.add(e.id);
+    if (deleted.size > maxEntries) deleted.delete(deleted.values().next().value); // the oldest tombstone
     versions.delete(e.id);
     unseen.delete(e.id);
     updateNotice();
@@ -234,15 +272,29 @@
     stateText.textContent = L["state_" + state];
   }
 
+  function showEnded(on) {
+    root.classList.toggle("is-ended", on);
+    root.querySelector("[data-lb-ended]").hidden = !on;
+    var badge = document.querySelector("[data-lb-badge]");
+    if (badge) badge.textContent = on ? L.state_ended : L.state_live;
+  }
+
   function end() {
     ended = true;
-    if (source) source.close();
-    source = null;
+    stop();
     setState("ended");
-    root.classList.add("is-ended");
-    root.querySelector("[data-lb-ended]").hidden = false;
-    var badge = document.querySelector("[data-lb-badge]");
-    if (badge) badge.textContent = L.state_ended;
+    showEnded(true);
+    schedulePoll();
+  }
+
+  /* The blog was reopened: live again, catching up from the last change applied. */
+  function reopen() {
+    ended = false;
+    window.clearTimeout(pollTimer);
+    showEnded(false);
+    setState("connecting");
+    retryDelay = 1000;
+    connect();
   }
 
   function applyBlog(blog) {
@@ -250,7 +302,54 @@
     document.querySelectorAll("[data-lb-title]").forEach(function (node) { node.textContent = blog.title; });
     var description = document.querySelector("[data-lb-description]");
     if (description) setText(description, blog.description);
-    if (blog.status === "ended") end();
+    if (blog.status === "ended" && !ended) end();
+    else if (blog.status === "live" && ended) reopen();
+  }
+
+  /* ---- ended: a slow check for a reopening, no stream held ------------------------------------ */
+
+  function schedulePoll() {
+    window.clearTimeout(pollTimer);
+    pollTimer = window.setTimeout(checkReopened, cfg.ended_poll * 1000);
+  }
+
+  function checkReopened() {
+    window.clearTimeout(pollTimer);
+    if (!ended) return;
+    if (document.visibilityState === "hidden") { // checked again when the tab is shown
+      schedulePoll();
+      return;
+    }
+    fetch(cfg.blog, { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (blog) { if (blog && blog.status === "live" && ended) applyBlog(blog); })
+      .catch(function () {})
+      .then(function () { if (ended) schedulePoll(); });
+  }
+
+  /* ---- the stream ----------------------------------------------------------------------------- */
+
+  function alive() {
+    lastSign = Date.now();
+  }
+
+  function stale() {
+    return Date.now() - lastSign > 2 * heartbeatMs;
+  }
+
+  function stop() {
+    window.clearTimeout(reconnectTimer);
+    if (source) source.close();
+    source = null;
+  }
+
+  /* Drops the stream and starts a new one from the last change applied, after a growing delay. */
+  function reconnect() {
+    stop();
+    setState("reconnecting");
+    var delay = retryDelay * (0.5 + Math.random() / 2); // spread: a whole audience does not come back at once
+    retryDelay = Math.min(retryDelay * 2, 30000);
+    reconnectTimer = window.setTimeout(connect, delay);
   }
 
   /* "N lettori": open event streams of this blog across every server, sent when it changes. */
@@ -263,6 +362,7 @@
 
   function handler(apply) {
     return function (event) {
+      alive();
       if (ended) return;
       if (event.lastEventId) lastId = event.lastEventId;
       apply(JSON.parse(event.data));
@@ -270,9 +370,12 @@
   }
 
   function connect() {
+    stop();
+    alive(); // the new stream gets two heartbeats to show a sign of life
     var url = cfg.events + "?last_event_id=" + encodeURIComponent(lastId);
     source = new EventSource(url);
     source.onopen = function () {
+      alive();
       retryDelay = 1000;
       setState("live");
     };
@@ -281,22 +384,39 @@
       setState("reconnecting");
       // CONNECTING: the browser retries by itself, sending Last-Event-ID. CLOSED: it gave up
       // (an HTTP error such as 502/503 from a proxy), so start again from the last ID applied.
-      if (source.readyState === EventSource.CLOSED) {
-        source.close();
-        window.setTimeout(function () { if (!ended) connect(); }, retryDelay);
-        retryDelay = Math.min(retryDelay * 2, 30000);
-      }
+      if (source.readyState === EventSource.CLOSED) reconnect();
     };
+    source.addEventListener("heartbeat", alive);
     source.addEventListener("entry.created", handler(function (e) { upsert(e, true); }));
     source.addEventListener("entry.updated", handler(function (e) { upsert(e, true); }));
     source.addEventListener("entry.deleted", handler(remove));
     source.addEventListener("blog.updated", handler(applyBlog));
-    source.addEventListener("blog.readers", function (event) { showReaders(JSON.parse(event.data).readers); });
+    source.addEventListener("blog.readers", function (event) {
+      alive();
+      showReaders(JSON.parse(event.data).readers);
+    });
     source.addEventListener("reset", function () {
-      source.close();
+      stop();
       window.location.reload(); // the resume point is gone: start again from a fresh render
     });
   }
+
+  /* Nothing (no change, no heartbeat) for two heartbeats: the connection is dead even if it never
+   * said so (a paused server, a NAT that forgot us). Also checked when a hidden tab comes back. */
+  function watch() {
+    if (source && !ended && stale()) reconnect();
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "visible" || !cfg.stream) return;
+    if (ended) {
+      checkReopened();
+    } else if (!source || source.readyState === EventSource.CLOSED || stale()) {
+      retryDelay = 1000;
+      setState("reconnecting");
+      connect();
+    }
+  });
 
   /* ---- reader controls ------------------------------------------------------------------------ */
 
@@ -312,7 +432,9 @@
   });
 
   window.addEventListener("scroll", function () {
-    if (unseen.size && atTop()) revealUnseen();
+    if (!atTop()) return;
+    if (unseen.size) revealUnseen();
+    trim();
   }, { passive: true });
 
   filterButton.addEventListener("click", function () {
@@ -333,11 +455,10 @@
     olderLink.setAttribute("aria-busy", "true");
     olderLink.textContent = L.loading;
     // The cursor is the oldest unpinned update on screen, so a deleted cursor never breaks paging.
+    // With none on screen, the newest page (what is already shown is deduplicated).
     var rest = list.querySelectorAll('.lb-entry[data-pinned="0"]');
-    var url = nextUrl;
-    if (rest.length) {
-      url = cfg.next.replace(/before=[^&]*/, "before=" + encodeURIComponent(rest[rest.length - 1].dataset.id));
-    }
+    var url = cfg.older;
+    if (rest.length) url += "&before=" + encodeURIComponent(rest[rest.length - 1].dataset.id);
     fetch(url, { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
@@ -345,10 +466,10 @@
       })
       .then(function (page) {
         page.entries.forEach(function (e) { upsert(e, false); });
-        nextUrl = page.next;
+        more = !!page.next;
         olderLink.removeAttribute("aria-busy");
         olderLink.textContent = L.load_older;
-        if (!nextUrl) olderLink.parentNode.remove();
+        moreNode.hidden = !more;
       })
       .catch(function () {
         olderLink.removeAttribute("aria-busy");
@@ -378,8 +499,13 @@
   });
 
   updateEmpty();
-  if (cfg.stream && !ended) {
-    setState("connecting");
-    connect();
+  if (cfg.stream) {
+    if (ended) {
+      schedulePoll();
+    } else {
+      setState("connecting");
+      connect();
+    }
+    window.setInterval(watch, Math.min(Math.max(heartbeatMs / 4, 250), 5000));
   }
 })();
