@@ -31,20 +31,20 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings) -> Iterator[str]:
-    """The configured Redis, or the embedded one (started here and stopped on exit)."""
+def redis_url(settings: Settings, *, watch: bool = True) -> Iterator[str]:
+    """The configured Redis, or the data dir's embedded one (joined, or started if none runs; it
+    stops when its last user leaves). ``watch``: restart it if it dies while this process runs."""
     if settings.redis_url:
         yield settings.redis_url
         return
     server = EmbeddedRedis(settings.data_dir)
-    say(f"LIVEBLOG_REDIS_URL is unset: starting the embedded Redis server in {server.data_dir}")
-    url = server.start()
+    url = server.start(watch=watch)
+    say(f"LIVEBLOG_REDIS_URL is unset: starting the embedded Redis server in {server.data_dir}"
+        if server.started_supervisor else f"using the embedded Redis server already running for {server.data_dir}")
     try:
         yield url
     finally:
-        if server.process is not None:
-            say("stopping the embedded Redis server (data kept in its append-only file)")
-        server.stop()
+        server.close()
 
 
 async def _with_store(url: str, work):  # type: ignore[no-untyped-def]
@@ -170,7 +170,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     async def create(_store, tokens):  # type: ignore[no-untyped-def]
         return await tokens.create(args.name, args.role)
 
-    with redis_url(settings) as url:
+    with redis_url(settings, watch=False) as url:
         try:
             token = asyncio.run(_with_store(url, create))
         except ValueError as exc:

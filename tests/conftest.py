@@ -112,13 +112,17 @@ class Service:
         except httpx.HTTPError:
             return False
 
-    def start(self) -> Service:
+    def start(self, *, wait: bool = True) -> Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "liveblog", *self.args], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
         if self.port is not None:
             wait_until(self._ready, timeout=30, what=f"{self.args} to be ready")
-        return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.process is None or self.process.poll() is not None:
