@@ -61,6 +61,8 @@ def own_server(service_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(own_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # A blog to aim at, so that generated requests also reach existing resources.
+    # One worker: schemathesis's threads have hit a CPython 3.11 race in the ast module
+    # ("AST constructor recursion depth mismatch"), an error of the tool, not of the API.
     created = httpx.post(f"{own_server.url}/api/blogs", json={"slug": "fuzz", "title": "Fuzz"},
                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert created.status_code == 201, created.text
@@ -69,7 +71,7 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(own_server
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                     "response_schema_conformance,response_headers_conformance",
         "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
-        "--max-examples", "8", "--phases", "examples,coverage,fuzzing", "--workers", "2",
+        "--max-examples", "8", "--phases", "examples,coverage,fuzzing", "--workers", "1",
         "--request-timeout", "10", "--seed", "1",
         *(arg for path in NOT_FUZZED for arg in ("--exclude-path", path)),
     ]
