@@ -196,6 +196,9 @@ class Settings:
     """Everything a process needs to know; web processes and workers share one definition."""
 
     redis_url: str | None = None
+    # Longest wait for Redis per step of a command (free connection, connect, answer): a stalled Redis
+    # fails the request with 503 after about this long. Commands are never retried automatically.
+    redis_timeout_seconds: float = 5.0
     data_dir: Path = Path(".liveblog")
     admin_token: str | None = None
     public_url: str | None = None
@@ -266,6 +269,8 @@ class Settings:
         return cls(
             redis_url=_url(env, "LIVEBLOG_REDIS_URL", schemes=REDIS_SCHEMES, used_by=EVERY,
                            doc="Redis to use; unset: the embedded server in the data dir"),
+            redis_timeout_seconds=_number(env, "LIVEBLOG_REDIS_TIMEOUT", 5.0, above=0.0, maximum=300.0, used_by=EVERY,
+                                          doc="seconds a command may wait for Redis before the request fails (503)"),
             data_dir=_directory(env, "LIVEBLOG_DATA_DIR", Path(".liveblog"), used_by=EVERY,
                                 doc="where the embedded Redis server keeps its data (private, 0700)"),
             admin_token=_text(env, "LIVEBLOG_ADMIN_TOKEN", min_length=16, used_by=WEB,

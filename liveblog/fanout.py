@@ -29,7 +29,7 @@ from collections import deque
 
 from liveblog import keys, metrics, streamids
 from liveblog.present import Presenter
-from liveblog.redisconn import blocking_client, pool_client
+from liveblog.redisconn import DEFAULT_TIMEOUT, blocking_client, pool_client
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
     def __init__(self, redis_url: str, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
-                 send_timeout: float = 10.0) -> None:
+                 send_timeout: float = 10.0, redis_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.redis_url = redis_url
         self.presenter = presenter
         self.buffer = buffer
@@ -224,8 +224,9 @@ class Hub:
         self.numbers: dict[str, int | None] = {}  # last change number read per blog (None: unknown)
         self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake_cursor = "0-0"
-        self._pool = pool_client(redis_url, max_connections=10)
-        self._reader = blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + 10)
+        self._pool = pool_client(redis_url, max_connections=10, timeout=redis_timeout)
+        self._reader = blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + redis_timeout,
+                                       connect_timeout=redis_timeout)
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 

@@ -6,8 +6,11 @@ freeze it, fill it, flush it and restore old backups of it.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -52,6 +55,118 @@ async def _new_blog(http: httpx.AsyncClient, slug: str | None = None) -> str:
 
 def _ready(service: Service) -> None:
     wait_until(service._ready, timeout=30, what="the service to be ready again")
+
+
+class StallingLink:
+    """A TCP relay from a service to Redis that freezes Redis (SIGSTOP) the moment a chosen command
+    passes through it once armed, so that the stall hits exactly that command; the command waits in
+    Redis's socket buffer and runs when Redis is resumed, as after any real stall. Redis is resumed
+    when the service sends anything more (a retry, say), or by the test. Runs on its own thread (the
+    fixtures that start services block the test's event loop)."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.command: bytes | None = None
+        self.sent = 0  # times the armed command went through since it was armed
+        self.stalled = threading.Event()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(started,), daemon=True).start()
+        started.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        started.set()
+        self._loop.run_forever()
+
+    def arm(self, command: bytes) -> None:
+        self.stalled.clear()
+        self.sent = 0
+        self.command = b"\r\n" + command + b"\r\n"
+
+    def resume(self) -> None:
+        assert self.redis.process is not None
+        self.redis.process.send_signal(signal.SIGCONT)
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.redis.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, watch: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if watch and self.command is not None:
+                        if self.stalled.is_set():
+                            self.resume()
+                        if self.command in data:
+                            self.sent += data.count(self.command)
+                            if not self.stalled.is_set():
+                                assert self.redis.process is not None
+                                os.kill(self.redis.process.pid, signal.SIGSTOP)
+                                self.stalled.set()
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(client_r, redis_w, True), pipe(redis_r, client_w, False))
+
+
+@pytest.fixture
+def stalling(fault_redis: RedisServer, service_factory) -> Iterator[tuple[StallingLink, Service]]:  # type: ignore[no-untyped-def]
+    link = StallingLink(fault_redis)
+    service = service_factory("serve", "--no-dispatcher",
+                              env={"LIVEBLOG_REDIS_URL": link.url, "LIVEBLOG_REDIS_TIMEOUT": "1"})
+    try:
+        yield link, service
+    finally:
+        link.resume()
+        service.stop()
+
+
+# ---- a Redis that stalls ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_write_that_meets_a_redis_stall_answers_503_and_runs_exactly_once(
+        stalling: tuple[StallingLink, Service], fault_redis: RedisServer, method: str) -> None:
+    link, service = stalling
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        slug = await _new_blog(http)
+        entry = await post(http, slug, admin(), "prima versione")
+        path = f"/api/blogs/{slug}/entries/{entry['id']}"
+        async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
+            link.arm(b"EVALSHA")
+            try:
+                response = await http.request(method, path, headers=admin(),
+                                              json={"body": "seconda versione"} if method == "PATCH" else None)
+                assert link.stalled.is_set(), "the stall did not hit the write script"
+                # Answered while Redis is still frozen: the stall costs the request its timeout, no more.
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert link.sent == 1
+            finally:
+                link.resume()
+            # The script that was waiting in Redis runs now, once: the service did not send it again.
+            store = fault_redis.client()
+            expected = "entry.updated" if method == "PATCH" else "entry.deleted"
+            wait_until(lambda: any(f["type"] == expected for _, f in store.xrange(f"lb:{{{slug}}}:stream")),
+                       what=f"the stalled {method} to run")
+            marker = await post(http, slug, admin(), "dopo")
+            seen = await reader.until(lambda e: e.event == "entry.created" and e.json["id"] == marker["id"])
+        assert [e.event for e in seen] == [expected, "entry.created"]
+        if method == "PATCH":
+            assert (await http.get(path)).json()["version"] == 2
+        else:
+            assert (await http.get(path)).status_code == 404
 
 
 # ---- a store that loses or rolls back changes ----------------------------------------------------

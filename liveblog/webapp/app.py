@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = pool_client(settings.redis_url)
+        redis = pool_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
         app.state.settings = settings
         app.state.redis = redis
         app.state.store = Store(redis, stream_maxlen=settings.stream_maxlen,
@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.streams = StreamSlots(settings)
         app.state.authors = Authors(redis)
         app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
-                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
+                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
+                            redis_timeout=settings.redis_timeout_seconds)
         await app.state.hub.start()
         app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)
         app.state.presence.start()

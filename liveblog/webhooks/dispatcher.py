@@ -56,8 +56,9 @@ class Dispatcher:
         settings = self.settings
         assert settings.redis_url
         policy = AddressPolicy(settings.allowed_networks)
-        self.redis = pool_client(settings.redis_url, max_connections=20)
-        self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + 10)
+        self.redis = pool_client(settings.redis_url, max_connections=20, timeout=settings.redis_timeout_seconds)
+        self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + settings.redis_timeout_seconds,
+                                      connect_timeout=settings.redis_timeout_seconds)
         self.clients = Clients(policy, per_subscription=settings.webhook_concurrency_per_subscription)
         self.user_agent = f"liveblog-webhooks/1 (+{self.public_url})"
         # httpx logs every request at INFO; the delivery log is the record of attempts.
