@@ -10,7 +10,10 @@ Neither retries a command by itself. redis-py's default ``Retry`` re-sends a com
 the socket timeout, the write script or ``INCR`` that timed out runs once when Redis wakes up and once
 more as the retry (one PATCH gave two ``entry.updated``). A command that fails here fails the request
 (503); where a retry is safe, the caller decides it. A connection that died with a Redis restart is
-still replaced before use: the pool checks each connection it hands out (``ensure_connection``).
+still replaced before use: the pool checks each connection it hands out (``ensure_connection``) --
+but redis-py 8 skips that check when "maintenance notifications" are on (its default with RESP3), so
+they are turned off here; without that, the first command on each pooled connection after a restart
+failed with "Connection closed by server".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 POOL_SIZE = 50
 DEFAULT_TIMEOUT = 5.0
@@ -41,6 +45,7 @@ def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = 
         socket_connect_timeout=timeout,
         health_check_interval=30,
         retry=no_retry(),
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -61,5 +66,6 @@ def blocking_client(url: str, *, read_timeout: float | None = None, connect_time
         socket_timeout=read_timeout,
         socket_connect_timeout=connect_timeout,
         retry=no_retry(),
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
     return aioredis.Redis(connection_pool=pool)
