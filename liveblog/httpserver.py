@@ -12,7 +12,9 @@ connection:
 - a stalled-body timeout (``LIVEBLOG_BODY_TIMEOUT``): a request body that sends nothing for that long
   is disconnected (not counting time in which the server itself has paused reading);
 - a connection cap (``LIVEBLOG_MAX_CONNECTIONS``, see ``capacity``): a request arriving while more
-  connections are open answers ``503`` problem+json instead of reaching the application.
+  connections are open answers ``503`` problem+json instead of reaching the application; a connection
+  arriving more than ``OVERFLOW`` past the cap is closed at once, so that however many connections
+  are opened, the descriptors kept for Redis and files stay free.
 
 Every check is a counter or one timer per connection state change: nothing per byte or per event.
 """
@@ -33,6 +35,8 @@ from liveblog import capacity
 from liveblog.config import Settings
 
 RETRY_AFTER_SECONDS = 5
+# Connections past the cap that are still read (to answer 503); beyond them, new ones are closed.
+OVERFLOW = 64
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections + OVERFLOW:
+            transport.close()
+            return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -11,6 +11,7 @@ import httpx
 
 from liveblog import capacity, keys
 from liveblog.config import Settings
+from liveblog.httpserver import OVERFLOW
 from liveblog.webapp.clients import client_key
 from tests.conftest import RedisServer, Service
 from tests.sse_client import SSEClient
@@ -159,6 +160,25 @@ async def test_connection_cap_keeps_room_for_editors_and_answers_503_problem(
         raise AssertionError("the cap never freed up")
     for reader in readers:
         await reader.close()
+    own.stop()
+
+
+def test_connections_far_past_the_cap_are_closed_at_once(service_factory) -> None:  # type: ignore[no-untyped-def]
+    """Past the cap plus the connections still answered 503 (httpserver.OVERFLOW), a new connection is
+    closed without waiting for its head (the head timeout here is a minute): descriptors stay free."""
+    own = service_factory("serve", "--no-dispatcher",
+                          env={"LIVEBLOG_MAX_CONNECTIONS": "4", "LIVEBLOG_HEADER_TIMEOUT": "60"})
+    held = [socket.create_connection(("127.0.0.1", own.port)) for _ in range(4 + OVERFLOW)]
+    try:
+        for _ in range(100):  # the server accepts the held ones in its own time
+            with socket.create_connection(("127.0.0.1", own.port), timeout=30) as extra:
+                if extra.recv(100) == b"":
+                    break
+        else:
+            raise AssertionError("a connection far past the cap was kept")
+    finally:
+        for sock in held:
+            sock.close()
     own.stop()
 
 
