@@ -8,9 +8,10 @@ import json
 import socket
 
 import httpx
+import pytest
 
 from liveblog import capacity, keys
-from liveblog.config import Settings
+from liveblog.config import SettingError, Settings
 from liveblog.httpserver import OVERFLOW
 from liveblog.webapp.clients import client_key
 from tests.conftest import RedisServer, Service
@@ -227,3 +228,17 @@ async def test_catch_up_limit_applies_to_memory_and_redis_resumes(
                 async with SSEClient(url, last_event_id=ids[2]) as behind_5:
                     assert [e.id for e in await behind_5.take(5)] == ids[3:], where
     own.stop()
+
+
+def test_limit_settings_are_validated() -> None:
+    with pytest.raises(SettingError, match="LIVEBLOG_SSE_RETRY_MAX"):
+        Settings.from_env({"LIVEBLOG_SSE_RETRY_MIN": "4000", "LIVEBLOG_SSE_RETRY_MAX": "1000"})
+    assert Settings.from_env({"LIVEBLOG_SSE_RETRY_MIN": "5000"}).retry_max_ms == 5000
+    with pytest.raises(SettingError, match="LIVEBLOG_TRUSTED_PROXIES"):
+        Settings.from_env({"LIVEBLOG_TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"})
+    for name in ("LIVEBLOG_MAX_HEADER_BYTES", "LIVEBLOG_HEADER_TIMEOUT", "LIVEBLOG_BODY_TIMEOUT",
+                 "LIVEBLOG_SSE_MAX_PER_CLIENT", "LIVEBLOG_SSE_MAX_CATCH_UP", "LIVEBLOG_BACKLOG"):
+        with pytest.raises(SettingError, match=name):
+            Settings.from_env({name: "0"})
+    assert Settings.from_env({"LIVEBLOG_TRUSTED_PROXIES": "10.1.2.3/8, ::1"}).trusted_proxies == ("10.0.0.0/8",
+                                                                                                  "::1/128")
