@@ -38,6 +38,21 @@ def _update(entry: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def blog_posting(blog: dict[str, Any], entry: dict[str, Any], *,
+                 publisher: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-LD document of one update's own page: a BlogPosting that is part of the live blog."""
+    page = blog["urls"]["page"]
+    doc: dict[str, Any] = {"@context": "https://schema.org", **_update(entry), "mainEntityOfPage": entry["url"],
+                           "inLanguage": blog["language"],
+                           "isPartOf": {"@type": "LiveBlogPosting", "@id": page, "url": page,
+                                        "headline": blog["title"]}}
+    if entry.get("image"):
+        doc["image"] = entry["image"]
+    if publisher is not None:
+        doc["publisher"] = publisher
+    return doc
+
+
 def person(entry: dict[str, Any]) -> dict[str, Any]:
     """The entry's author as a schema.org Person (with its profile link and avatar when it has one)."""
     author: dict[str, Any] = {"@type": "Person", "name": entry["author"]}

@@ -56,6 +56,11 @@ def idempotency(slug: str, key: str) -> str:
     return f"lb:{{{slug}}}:idem:{key}"
 
 
+def deleted(slug: str) -> str:
+    """Set: ids of deleted entries (their pages answer 410 Gone)."""
+    return f"lb:{{{slug}}}:deleted"
+
+
 def readers(slug: str) -> str:
     """Hash: web process -> ``count:expiry ms`` of its open event streams of the blog (presence.py)."""
     return f"lb:{{{slug}}}:readers"

@@ -49,7 +49,8 @@ class Presenter:
         }
 
     def entry_url(self, slug: str, entry_id: str) -> str:
-        return f"{self.public_url}/blogs/{slug}#{anchor(entry_id)}"
+        """The update's own page (``update_page.py``), which links to the live page at the update."""
+        return f"{self.public_url}/blogs/{slug}/updates/{entry_id}"
 
     def absolute(self, link: str | None) -> str | None:
         """A link as served: paths of this service (``/media/…``) get the public base URL."""

@@ -29,7 +29,8 @@ DEFAULT_TIMEZONE = "Europe/Rome"
 _PRESENTED = ("url", "time_label", "updated_label")
 
 # KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset,
-#       7 change counter (each change carries the next number as field `n`: a gap reveals a rollback)
+#       7 change counter (each change carries the next number as field `n`: a gap reveals a rollback),
+#       8 deleted ids (a set: a deleted update's page answers 410 Gone, not 404)
 # ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
 #       4 order score ("" = no ordering), 5 event type, 6 event data, 7 stream cap,
 #       8 idempotency TTL ("0" = none), 9 idempotency value,
@@ -47,6 +48,7 @@ elseif ARGV[2] ~= '*' then
 end
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[8], ARGV[1])
   if ARGV[4] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -198,7 +200,8 @@ class Store:
             pinned_score = str(int(timefmt.parse_rfc3339(entry["published_at"]).timestamp() * 1000))
         result = await self._commit(
             keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
-                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug)],
+                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug),
+                  keys.deleted(slug)],
             args=[field, expected, state, score, event, data, self.stream_maxlen,
                   self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
         )
@@ -356,6 +359,10 @@ class Store:
             await self._blog_doc(slug)
             raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
         return self._load_entry(raw)
+
+    async def was_deleted(self, slug: str, entry_id: str) -> bool:
+        """Whether ``entry_id`` names an update of ``slug`` that was deleted (its page is 410)."""
+        return SLUG_RE.fullmatch(slug) is not None and bool(await self.redis.sismember(keys.deleted(slug), entry_id))
 
     async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})

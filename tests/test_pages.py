@@ -67,7 +67,7 @@ async def test_live_page_is_server_rendered_cacheable_and_locked_down(client, bl
     assert order == [pinned["id"], key["id"], first["id"]]
     assert "aggiornamento ore</span>" in html and f">{first['time_label']}</time>" in html
     assert "Apertura" in html and "Anna" in html and "Momento chiave" in html and "In evidenza" in html
-    assert f'href="{first["url"]}"' in html  # share link, the permalink with its #aggiornamento- anchor
+    assert f'href="{first["url"]}"' in html  # share link: the update's own page
     # No inline code: only data blocks and /static scripts.
     for kind, text in parse(html).scripts:
         assert kind in ("application/json", "application/ld+json") or not text.strip()
@@ -95,7 +95,7 @@ async def test_json_ld_live_blog_posting_follows_edits_deletions_and_the_end(cli
     updates = {item["url"]: item for item in doc["liveBlogUpdate"]}
     assert list(updates) == [two["url"], one["url"]]
     item = updates[one["url"]]
-    assert item["url"].endswith(f"#aggiornamento-{one['id']}")
+    assert item["url"].endswith(f"/blogs/{blog}/updates/{one['id']}")
     assert item["@type"] == "BlogPosting" and item["headline"] == "Primo"
     assert item["articleBody"] == "Testo uno" and item["author"] == {"@type": "Person", "name": "Anna"}
     assert item["datePublished"] == one["published_at"] == item["dateModified"]

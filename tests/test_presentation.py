@@ -45,7 +45,7 @@ def assert_links_new(text: str) -> None:
 
 
 def assert_entry_presented(entry: dict[str, Any], slug: str) -> None:
-    assert entry["url"] == f"{NEW}/blogs/{slug}#aggiornamento-{entry['id']}"
+    assert entry["url"] == f"{NEW}/blogs/{slug}/updates/{entry['id']}"
     assert entry["time_label"] == label(entry["published_at"])
     edited = entry["updated_at"] > entry["published_at"]
     assert entry["updated_label"] == (label(entry["updated_at"]) if edited else None)
@@ -136,10 +136,10 @@ def test_page_jsonld_and_feeds_follow_the_current_public_url(moved: str, written
     jsonld = json.loads(re.search(r'<script type="application/ld\+json"[^>]*>(.*?)</script>', page, re.S)[1])
     assert jsonld["url"] == f"{NEW}/blogs/{slug}"
     assert {u["url"] for u in jsonld["liveBlogUpdate"]} == {
-        f"{NEW}/blogs/{slug}#aggiornamento-{entry_id}" for entry_id in written["ids"]}
+        f"{NEW}/blogs/{slug}/updates/{entry_id}" for entry_id in written["ids"]}
     assert {item["url"] for item in feed["items"]} == {
-        f"{NEW}/blogs/{slug}#aggiornamento-{entry_id}" for entry_id in written["ids"]}
-    assert f'<link rel="alternate" type="text/html" href="{NEW}/blogs/{slug}#aggiornamento-' in atom
+        f"{NEW}/blogs/{slug}/updates/{entry_id}" for entry_id in written["ids"]}
+    assert f'<link rel="alternate" type="text/html" href="{NEW}/blogs/{slug}/updates/' in atom
 
 
 def test_webhook_payloads_follow_the_current_public_url(moved: str, written: dict[str, Any]) -> None:
@@ -170,7 +170,7 @@ STORED = {"id": "7", "blog": "b", "title": None, "body": "**x**", "body_html": "
 def test_public_presentation_leaves_out_the_editor_only_source() -> None:
     presenter = Presenter("https://x.example/")
     public = presenter.entry(STORED, "Europe/Rome")
-    assert "body" not in public and public["url"] == "https://x.example/blogs/b#aggiornamento-7"
+    assert "body" not in public and public["url"] == "https://x.example/blogs/b/updates/7"
     assert presenter.entry(STORED, "Europe/Rome", for_editor=True)["body"] == "**x**"
     assert "body" not in orjson.loads(presenter.change("entry.updated", orjson.dumps(STORED).decode(), "UTC"))
 

@@ -24,7 +24,7 @@ from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, authors_api, editor, feeds, openapi, pages, sse, webhooks_api
+from liveblog.webapp import api, authors_api, editor, feeds, openapi, pages, sse, update_page, webhooks_api
 from liveblog.webapp.clients import StreamSlots
 from liveblog.webapp.problems import (
     Problem,
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *openapi.routes,
         *feeds.routes,
         *editor.routes,
+        *update_page.routes,
         *pages.routes,
     ]
     return Starlette(

@@ -296,6 +296,12 @@ PATHS: dict[str, Any] = {
         "get": op("The live page", {"200": ok("HTML", media="text/html"), "304": ok("not modified"),
                                     "404": ok("no such blog", media="text/html")}, tag="pages"),
     },
+    "/blogs/{slug}/updates/{entry_id}": {
+        "parameters": [SLUG_PARAM, ENTRY_PARAM],
+        "get": op("One update's own page (canonical, OpenGraph, Twitter card, JSON-LD BlogPosting)",
+                  {"200": ok("HTML", media="text/html"), "404": ok("no such update", media="text/html"),
+                   "410": ok("the update was deleted", media="text/html")}, tag="pages"),
+    },
     "/blogs/{slug}/embed": {
         "parameters": [SLUG_PARAM],
         "get": op("The embeddable live page", {"200": ok("HTML", media="text/html"), "304": ok("not modified"),

@@ -60,6 +60,9 @@ LABELS: dict[str, dict[str, str]] = {
         "not_found": "Pagina non trovata",
         "not_found_detail": "Questa diretta non esiste o non è più disponibile.",
         "readers_one": "1 lettore",
+        "follow_live": "Segui la diretta",
+        "gone": "Aggiornamento rimosso",
+        "gone_detail": "Questo aggiornamento è stato rimosso dalla redazione.",
         "readers_many": "{n} lettori",
     },
     "en": {
@@ -97,6 +100,9 @@ LABELS: dict[str, dict[str, str]] = {
         "not_found": "Page not found",
         "not_found_detail": "This live blog does not exist or is no longer available.",
         "readers_one": "1 reader",
+        "follow_live": "Follow the live coverage",
+        "gone": "Update removed",
+        "gone_detail": "This update was removed by the newsroom.",
         "readers_many": "{n} readers",
     },
 }
@@ -172,11 +178,11 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
         "config": config,
         "started": timefmt.date_label(created, blog["timezone"], blog["language"]),
         "jsonld": None if embed or before is not None else live_blog_posting(
-            blog, newest, publisher=_publisher(request)),
+            blog, newest, publisher=publisher_of(request)),
     }
 
 
-def _publisher(request: Request) -> dict[str, Any] | None:
+def publisher_of(request: Request) -> dict[str, Any] | None:
     settings = request.app.state.settings
     return publisher(settings.publisher_name, settings.publisher_logo)
 
