@@ -25,7 +25,8 @@ class Event:
 
 class SSEClient:
     """Reads one event stream in a background task; events land in ``queue``, comments in ``comments``,
-    ``heartbeat`` events in ``heartbeats``."""
+    ``heartbeat`` events in ``heartbeats`` and ``blog.readers`` events in ``presence`` (both come at any
+    time, so they are kept out of ``queue``)."""
 
     def __init__(self, url: str, *, last_event_id: str | None = None, params: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -37,6 +38,7 @@ class SSEClient:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.comments: list[str] = []
         self.heartbeats: list[Event] = []  # kept apart from ``queue``: they come at any time
+        self.presence: asyncio.Queue[Event] = asyncio.Queue()
         self.retry: int | None = None
         self.status: int | None = None
         self.ended = asyncio.Event()
@@ -97,6 +99,8 @@ class SSEClient:
                 fields[name] = value
         if fields.get("event") == "heartbeat":
             self.heartbeats.append(Event(fields.get("id"), "heartbeat", "\n".join(data), fields))
+        elif fields.get("event") == "blog.readers":
+            self.presence.put_nowait(Event(fields.get("id"), "blog.readers", "\n".join(data), fields))
         elif data or "event" in fields:
             self.queue.put_nowait(Event(fields.get("id"), fields.get("event", "message"), "\n".join(data), fields))
 
