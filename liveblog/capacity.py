@@ -11,6 +11,7 @@ for editors' writes, page loads and ``/readyz``.
 from __future__ import annotations
 
 import resource
+from pathlib import Path
 
 from liveblog.config import Settings
 
@@ -41,3 +42,23 @@ def max_streams(settings: Settings) -> int:
         return settings.sse_max_streams
     connections = max_connections(settings)
     return max(1, connections - min(STREAM_HEADROOM, connections // 10))
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one (done at start-up by every process: each
+    connection is a descriptor, and a default soft limit of 1024 is far below what a web process
+    holds). Returns the soft limit before and after; an unlimited hard limit means the kernel's
+    ``nr_open``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return soft, soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]

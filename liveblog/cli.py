@@ -9,11 +9,12 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 
 from redis.exceptions import RedisError
 
-from liveblog import __version__
+from liveblog import __version__, capacity
 from liveblog.config import SettingError, Settings
 from liveblog.embedded import EmbeddedRedis, EmbeddedRedisError
 
@@ -73,7 +74,7 @@ def _run_server(url: str, args: argparse.Namespace, public_url: str) -> int:
     os.environ["LIVEBLOG_PUBLIC_URL"] = public_url
     os.environ["LIVEBLOG_DISPATCHER"] = "0" if args.no_dispatcher else "1"
     # uvicorn shuts down on SIGTERM, then raises the signal again; exiting normally at that point
-    # lets the caller stop the embedded Redis server itself, after the service is done with it.
+    # lets the caller leave the embedded Redis server (close) only after the service is done with it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings.from_env()
     uvicorn.run(
@@ -190,28 +191,61 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
+def environment_help(command: str) -> str:
+    """The environment variables ``command`` reads, from their declarations in ``Settings``."""
+    lines = ["environment (an empty value means the default; a bad value exits with code 2):"]
+    for variable in Settings.variables():
+        if command in variable.used_by:
+            lines.append(f"  {variable.name}")
+            lines += textwrap.wrap(f"{variable.doc} (default: {variable.default})", width=78,
+                                   initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _command(group: argparse._SubParsersAction, name: str, *, summary: str, description: str,
+             environment: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` has a description and the environment variables it reads
+    (``environment``: the command name variables declare in ``used_by``)."""
+    return group.add_parser(name, help=summary, description=textwrap.fill(" ".join(description.split()), 78),
+                            epilog=environment_help(environment),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liveblog", description="Live-blog feed publisher.")
     parser.add_argument("--version", action="version", version=f"liveblog {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the web service (and the webhook dispatcher)")
+    serve = _command(commands, "serve", summary="run the web service (and the webhook dispatcher)", description="""
+        Run the web service: the JSON API, the live and editor pages, feeds, server-sent event streams
+        and, unless --no-dispatcher, the webhook dispatcher. With LIVEBLOG_REDIS_URL unset it uses the
+        embedded Redis server of LIVEBLOG_DATA_DIR (started if none runs, restarted if it dies, shared
+        with every other liveblog process on that directory).""", environment="serve")
     _server_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
-    demo = commands.add_parser("demo", help="load the demo live blog from seeds/ and serve it")
+    demo = _command(commands, "demo", summary="load the demo live blog from seeds/ and serve it", description="""
+        Load the demo live blog from seeds/ (once: an existing copy is left as it is), print its page
+        URL and an editor token, then serve exactly like `liveblog serve`.""", environment="demo")
     _server_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
-    worker = commands.add_parser("worker", help="run the webhook dispatcher alone")
+    worker = _command(commands, "worker", summary="run the webhook dispatcher alone", description="""
+        Run the webhook dispatcher alone: it delivers every change to the partner subscriptions as
+        signed Standard Webhooks and retries failures on the retry schedule. Run any number of workers,
+        on any machine, against one Redis; each delivery is claimed by one of them.""", environment="worker")
     worker.add_argument("--check", action="store_true",
                         help="health check: exit 0 if the worker using LIVEBLOG_WORKER_HEALTH_FILE made progress "
                              "in the last 30 s, else 1")
     worker.set_defaults(func=cmd_worker)
 
-    token = commands.add_parser("token", help="manage bearer tokens")
+    token = _command(commands, "token", summary="manage bearer tokens", description="""
+        Manage the bearer tokens of the HTTP API (editor or admin). Tokens are stored hashed in Redis;
+        the secret is printed only when a token is created.""", environment="token")
     token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create", help="print a new bearer token")
+    create = _command(token_commands, "create", summary="print a new bearer token", description="""
+        Create a bearer token and print it on standard output, the only time it is shown. An editor
+        token writes entries; an admin token also manages blogs, webhooks and tokens.""", environment="token")
     create.add_argument("--name", required=True, help="who or what the token is for")
     create.add_argument("--role", default="editor", choices=["editor", "admin"])
     create.set_defaults(func=cmd_token_create)
@@ -225,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as exc:
         say(f"error: {exc}")
         return 2
+    before, after = capacity.raise_open_file_limit()
+    if after != before:
+        say(f"open-file limit raised from {before} to {after}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -276,7 +276,7 @@ class Settings:
             admin_token=_text(env, "LIVEBLOG_ADMIN_TOKEN", min_length=16, used_by=WEB,
                               doc="a bootstrap admin bearer token"),
             public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
-                            doc="absolute base URL of links in pages, feeds and webhooks (default http://HOST:PORT)"),
+                            doc="absolute base URL of links in pages, feeds and webhooks; unset: http://HOST:PORT"),
             readers_interval_seconds=_number(env, "LIVEBLOG_READERS_INTERVAL", 5.0, above=0.0, maximum=5.0,
                                              used_by=WEB, doc="seconds between a process's reader-count "
                                              "updates (counts are at most twice this old)"),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import JSON
+from liveblog.cli import build_parser
+from liveblog.config import Settings
+from tests.conftest import JSON, free_port, wait_until
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -74,3 +80,60 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "error: cannot use Redis at redis://***@127.0.0.1:1/0" in result.stderr
     assert "Traceback" not in result.stderr and "sekret" not in result.stderr
+
+
+def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
+                                                                                                argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_help_describes_it_and_names_its_environment_variables() -> None:
+    variables = Settings.variables()
+    seen = set()
+    for path, parser in _subcommands(build_parser()):
+        result = run_cli(*path, "--help", env={})
+        assert result.returncode == 0, result.stderr
+        assert parser.description and len(parser.description.split()) >= 12, path  # a paragraph, not a label
+        assert " ".join(parser.description.split()) in " ".join(result.stdout.split())
+        own = {v.name for v in variables if path[0] in v.used_by}
+        assert own and all(name in result.stdout for name in own), path
+        assert not any(v.name in result.stdout for v in variables if v.name not in own and v.name not in
+                       parser.description), path
+        seen.add(path[0])
+    assert seen >= {"serve", "demo", "worker", "token"}
+    assert "LIVEBLOG_SSE_HEARTBEAT" in run_cli("serve", "--help", env={}).stdout
+    assert "LIVEBLOG_SSE_HEARTBEAT" not in run_cli("token", "create", "--help", env={}).stdout
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = int(Path("/proc/sys/fs/nr_open").read_text()) if hard == resource.RLIM_INFINITY else hard
+    if expected <= 256:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves nothing to raise")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "liveblog", "serve", "--no-dispatcher", "--port", str(port)],
+            env={**os.environ, "LIVEBLOG_REDIS_URL": redis_server.url}, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        def ready() -> bool:
+            assert serve.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=30, what="serve to be ready")
+        limits = Path(f"/proc/{serve.pid}/limits").read_text()
+        (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        assert line.split()[3:5] == [str(expected), "unlimited" if hard == resource.RLIM_INFINITY else str(hard)]
+        assert f"open-file limit raised from 256 to {expected}" in log.read_text()
+    finally:
+        serve.terminate()
+        serve.wait(timeout=15)
