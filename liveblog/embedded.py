@@ -84,10 +84,12 @@ def _answers(sock_path: Path) -> bool:
 
 
 def make_private(data_dir: Path) -> None:
-    """Create ``data_dir`` as ``0700`` and take group/other permissions off everything in it
-    (a data dir made by an older version, or by hand, may have been readable by others)."""
+    """Create ``data_dir`` as ``0700`` and take group/other permissions off what is in it (a data dir
+    made by an older version, or by hand, may have been readable by others): its entries and the
+    server's append-only directory. Deeper files (media, say) are out of others' reach anyway once
+    the data dir is ``0700``, and may be many."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for path in (data_dir, *data_dir.rglob("*")):
+    for path in (data_dir, *data_dir.iterdir(), *data_dir.glob("appendonly*/*")):
         if path.is_symlink():
             continue
         with contextlib.suppress(FileNotFoundError):  # a file the server just rotated away
