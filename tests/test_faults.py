@@ -243,3 +243,64 @@ async def test_a_resume_from_a_change_the_store_lost_gets_reset_on_warm_and_fres
                 async with SSEClient(f"{service.url}/blogs/{slug}/events", last_event_id=kept) as resumed:
                     event = await _change(resumed)
                     assert (event.event, event.json["id"]) == ("entry.created", after["id"])
+
+
+# ---- a Redis that refuses writes, and readers that must not be left half-registered --------------
+
+
+def _gauge(service: Service, name: str) -> float:
+    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
+
+
+async def test_out_of_memory_answers_503_with_retry_after_and_leaves_no_phantom_reader(
+        faulty, fault_redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    service = faulty()  # a process of its own: its reader gauge counts only this test's readers
+    store = fault_redis.client()
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+        slug = await _new_blog(http)
+        entry = await post(http, slug, admin(), "prima")
+        store.config_set("maxmemory-policy", "noeviction")
+        store.config_set("maxmemory", 1)  # below what is in use: every write is refused
+        try:
+            refused = [
+                await http.post(f"/api/blogs/{slug}/entries", headers=admin(), json={"body": "piena"}),
+                await http.patch(f"/api/blogs/{slug}/entries/{entry['id']}", headers=admin(), json={"body": "x"}),
+                await http.post("/api/blogs", headers=admin(), json={"slug": f"oom-{uuid.uuid4().hex[:8]}",
+                                                                      "title": "t"}),
+                # The first reader of a blog in this process needs a write to join the shared read.
+                await http.get(f"/blogs/{slug}/events"),
+            ]
+            for response in refused:
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert int(response.headers["retry-after"]) > 0
+            assert _gauge(service, "liveblog_sse_clients") == 0
+        finally:
+            store.config_set("maxmemory", 0)
+        # Nothing was left half-registered: the same blog's first reader now gets its changes.
+        async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
+            after = await post(http, slug, admin(), "dopo")
+            assert (await _change(reader)).json["id"] == after["id"]
+        assert (await http.get(f"/api/blogs/{slug}/entries/{entry['id']}")).json()["version"] == 1
+
+
+async def test_a_reader_whose_registration_meets_a_redis_stall_is_unregistered(
+        stalling: tuple[StallingLink, Service]) -> None:
+    link, service = stalling
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        slug = await _new_blog(http)
+        link.arm(b"XREVRANGE")  # the hub reads where the blog's stream ends, after registering the reader
+        try:
+            response = await http.get(f"/blogs/{slug}/events")
+            assert link.stalled.is_set()
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+        finally:
+            link.resume()
+        assert _gauge(service, "liveblog_sse_clients") == 0
+        async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
+            after = await post(http, slug, admin(), "dopo")
+            assert (await _change(reader)).json["id"] == after["id"]

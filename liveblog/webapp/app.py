@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,6 +33,7 @@ from liveblog.webapp.problems import (
     on_http_exception,
     on_problem,
     on_redis_down,
+    on_redis_refusal,
     on_store_error,
 )
 
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
             HTTPException: on_http_exception,
             RedisConnectionError: on_redis_down,
             RedisTimeoutError: on_redis_down,
+            RedisResponseError: on_redis_refusal,
             ClientDisconnect: on_client_disconnect,
         },
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
 import orjson
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,6 +57,35 @@ async def on_http_exception(_request: Request, exc: Exception) -> Response:
 async def on_redis_down(_request: Request, exc: Exception) -> Response:
     return problem_response(503, "Service Unavailable", f"the data store is unreachable: {type(exc).__name__}",
                             headers={"Retry-After": "2"})
+
+
+# Redis refusals that pass: out of memory (maxmemory + noeviction), a replica or a primary being
+# replaced (READONLY, MASTERDOWN, NOREPLICAS), a dataset loading, a script running too long (BUSY),
+# a cluster re-sharding. A refused write did not run. A script's refusal comes wrapped in an "Error
+# running script ... -OOM ..." message before Redis 7, hence the search rather than the class.
+_TRANSIENT = re.compile(r"(?:^|-)(OOM|READONLY|MASTERDOWN|NOREPLICAS|LOADING|BUSY|TRYAGAIN|CLUSTERDOWN)\b")
+REFUSED_RETRY_AFTER = "5"
+
+
+def transient_refusal(exc: Exception) -> str | None:
+    """The Redis error code of a refusal that will pass (``OOM``, ``READONLY``, ...), else None."""
+    if isinstance(exc, OutOfMemoryError):
+        return "OOM"
+    if isinstance(exc, ReadOnlyError):
+        return "READONLY"
+    match = _TRANSIENT.search(str(exc))
+    return match.group(1) if match else None
+
+
+async def on_redis_refusal(_request: Request, exc: Exception) -> Response:
+    """A Redis error reply: a transient refusal is a 503 with ``Retry-After``; anything else is
+    re-raised for the server-error handler."""
+    code = transient_refusal(exc)
+    if code is None:
+        raise exc
+    detail = "the data store is out of memory" if code == "OOM" else f"the data store refused the command ({code})"
+    return problem_response(503, "Service Unavailable", f"{detail}; nothing was changed, try again later",
+                            headers={"Retry-After": REFUSED_RETRY_AFTER})
 
 
 async def on_client_disconnect(_request: Request, _exc: Exception) -> Response:
