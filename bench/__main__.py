@@ -1,5 +1,5 @@
 import sys
 
-from bench.run import main
+from bench import run, soak
 
-sys.exit(main())
+sys.exit(soak.main(sys.argv[2:]) if sys.argv[1:2] == ["soak"] else run.main())
