@@ -84,10 +84,14 @@ def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float 
                exact=seen["exact"], rss_per_reader=rss, cpu=cpu, note=note)
 
 
-async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0) -> Row:
-    """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates."""
+async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0,
+                   background: Callable[[Target], Awaitable[str]] | None = None,
+                   env: dict[str, str] | None = None) -> Row:
+    """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates;
+    ``background(target)`` (if given) runs while the updates are posted and is then cancelled; what it
+    returns when cancelled goes into the row's note."""
     with Processes(cfg.workdir, cfg.profile) as procs:
-        target = start(procs, kind)
+        target = start(procs, kind, env=env)
         target.size = cfg.size
         try:
             paths = await target.make_blogs(1)
@@ -99,10 +103,17 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
                 await gens.connect(paths * slow, slow=True)
             await asyncio.sleep(SETTLE)
             rss = (target.proc.rss() - rss0) / max(1, connected + slow)
-            await post_updates(target, paths, cfg.updates, cfg.interval)
+            side = asyncio.ensure_future(background(target)) if background else None
+            try:
+                await post_updates(target, paths, cfg.updates, cfg.interval)
+            finally:
+                side_note = ""
+                if side is not None:
+                    side.cancel()
+                    side_note = await side
             seen = await collect(target, gens)
             cpu = target.proc.cpu() - cpu0
-            note = f"load generator CPU {gens.cpu():.1f} s"
+            note = f"load generator CPU {gens.cpu():.1f} s" + (f"; {side_note}" if side_note else "")
             if slow:
                 peak = target.proc.rss()
                 await asyncio.sleep(Settings().send_timeout_seconds + 2)
@@ -219,6 +230,58 @@ async def slow_readers(cfg: Config) -> list[Row]:
     control, test, ratios = await median_pair(
         lambda: one_blog(cfg, "liveblog", "slow readers: control"),
         lambda: one_blog(cfg, "liveblog", f"slow readers: +{cfg.slow} frozen", slow=cfg.slow))
+    test.note = f"{ratios}; {test.note}"
+    return [control, test]
+
+
+def big_photo(megapixels: float = 24.0) -> bytes:
+    """A JPEG of noise (which compresses badly): 24 MP at quality 85 is about 19 MB, the size of the
+    largest photos a newsroom camera hands over."""
+    import io
+
+    from PIL import Image
+
+    width = int((megapixels * 1e6 * 3 / 2) ** 0.5)
+    height = int(width * 2 / 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def uploader(photo: bytes) -> Callable[[Target], Awaitable[str]]:
+    """Uploads ``photo`` again and again (a different COM segment each time, so that the content-addressed
+    store decodes every one) until cancelled; returns how many uploads completed."""
+
+    async def upload(target: Target) -> str:
+        done = failed = 0
+        headers = {"Authorization": f"Bearer {target.admin_token}", "Content-Type": "image/jpeg"}
+        async with httpx.AsyncClient(base_url=target.base, timeout=120) as http:
+            try:
+                while True:
+                    tag = f"bench upload {done + failed} {time.monotonic()}".encode()
+                    unique = photo[:2] + b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag + photo[2:]
+                    response = await http.post("/api/media", content=unique, headers=headers)
+                    if response.status_code == 201:
+                        done += 1
+                    else:
+                        failed += 1
+            except asyncio.CancelledError:
+                pass
+        return f"{done} uploads of {len(photo) / 1e6:.0f} MB completed while posting" + (
+            f", {failed} failed" if failed else "")
+
+    return upload
+
+
+async def uploads(cfg: Config) -> list[Row]:
+    """Fan-out with and without 20 MB photo uploads running: the decoding happens in a separate, niced
+    process, so the readers' p99 should not move (target: at most 1.1× the run without)."""
+    photo = big_photo()
+    media = cfg.workdir / "media"
+    env = {"LIVEBLOG_MEDIA_DIR": str(media)}
+    control, test, ratios = await median_pair(
+        lambda: one_blog(cfg, "liveblog", "uploads: control", env=env),
+        lambda: one_blog(cfg, "liveblog", "uploads: 20 MB photos", background=uploader(photo), env=env))
     test.note = f"{ratios}; {test.note}"
     return [control, test]
 
@@ -390,6 +453,7 @@ SCENARIOS: dict[str, Callable[[Config], Awaitable[list[Row]]]] = {
     "slow": slow_readers,
     "scaleout": scale_out,
     "webhooks": webhooks,
+    "uploads": uploads,
 }
 
 

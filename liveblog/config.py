@@ -249,6 +249,11 @@ class Settings:
     publisher_logo: str | None = None
     # `liveblog worker` keeps this file fresh while it makes progress (`liveblog worker --check`).
     worker_health_file: Path | None = None
+    # Uploaded photos: where they live (shared storage behind several machines), size and pixel caps.
+    media_dir: Path = Path(".liveblog/media")
+    max_media_bytes: int = 20 * 1024 * 1024
+    media_max_pixels: int = 50_000_000
+    media_workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -266,13 +271,14 @@ class Settings:
     def _read(cls, env: _Env) -> Settings:
         retry_min = _number(env, "LIVEBLOG_SSE_RETRY_MIN", 500, minimum=0, maximum=3_600_000, used_by=WEB,
                             doc="least reconnect delay (ms) sent to a browser; each stream gets a random one")
+        data_dir = _directory(env, "LIVEBLOG_DATA_DIR", Path(".liveblog"), used_by=EVERY,
+                              doc="where the embedded Redis server keeps its data (private, 0700)")
         return cls(
             redis_url=_url(env, "LIVEBLOG_REDIS_URL", schemes=REDIS_SCHEMES, used_by=EVERY,
                            doc="Redis to use; unset: the embedded server in the data dir"),
             redis_timeout_seconds=_number(env, "LIVEBLOG_REDIS_TIMEOUT", 5.0, above=0.0, maximum=300.0, used_by=EVERY,
                                           doc="seconds a command may wait for Redis before the request fails (503)"),
-            data_dir=_directory(env, "LIVEBLOG_DATA_DIR", Path(".liveblog"), used_by=EVERY,
-                                doc="where the embedded Redis server keeps its data (private, 0700)"),
+            data_dir=data_dir,
             admin_token=_text(env, "LIVEBLOG_ADMIN_TOKEN", min_length=16, used_by=WEB,
                               doc="a bootstrap admin bearer token"),
             public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
@@ -344,5 +350,13 @@ class Settings:
             worker_health_file=_file(env, "LIVEBLOG_WORKER_HEALTH_FILE", used_by=("worker",),
                                      doc="a file `liveblog worker` keeps fresh while it makes progress "
                                          "(`worker --check` reads it)"),
+            media_dir=_directory(env, "LIVEBLOG_MEDIA_DIR", data_dir / "media", used_by=WEB,
+                                 doc="where uploaded photos are stored (shared storage across machines)"),
+            max_media_bytes=_number(env, "LIVEBLOG_MAX_MEDIA_BYTES", 20 * 1024 * 1024, minimum=1, used_by=WEB,
+                                    doc="largest photo upload, in bytes"),
+            media_max_pixels=_number(env, "LIVEBLOG_MEDIA_MAX_PIXELS", 50_000_000, minimum=1, used_by=WEB,
+                                     doc="largest photo in pixels (all frames of an animation together)"),
+            media_workers=_number(env, "LIVEBLOG_MEDIA_WORKERS", 1, minimum=1, used_by=WEB,
+                                  doc="processes per web process that decode and resize uploads"),
         )
 

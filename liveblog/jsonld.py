@@ -35,6 +35,8 @@ def _update(entry: dict[str, Any]) -> dict[str, Any]:
     }
     if entry.get("author"):
         item["author"] = person(entry)
+    if entry.get("image"):
+        item["image"] = entry["image"]
     return item
 
 

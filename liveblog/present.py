@@ -11,6 +11,7 @@ Records written by earlier versions carry stored ``url``/labels/``urls``: they a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from liveblog import timefmt
 # Fields only an editor's read shows (the source as written); never in public output.
 EDITOR_ONLY = frozenset({"body"})
 ENTRY_EVENTS = frozenset({"entry.created", "entry.updated", "entry.deleted"})
+# Root-relative photo paths in a rendered body: an attribute's start, or a later srcset candidate.
+_MEDIA_REF = re.compile(r'(?<=(?:src|set)=")/media/|(?<=w, )/media/')
 
 
 def anchor(entry_id: str) -> str:
@@ -47,6 +50,12 @@ class Presenter:
             "embed": f"{base}/embed",
             "api": f"{self.public_url}/api/blogs/{slug}",
         }
+
+    def body_html(self, body_html: str) -> str:
+        """The stored body with its photos' paths made absolute (feeds and partners need them so)."""
+        if "/media/" not in body_html:
+            return body_html
+        return _MEDIA_REF.sub(f"{self.public_url}/media/", body_html)
 
     def entry_url(self, slug: str, entry_id: str) -> str:
         """The update's own page (``update_page.py``), which links to the live page at the update."""
@@ -75,6 +84,8 @@ class Presenter:
         return {
             **shown,
             "author_profile": self.profile(profile) if profile else None,
+            "body_html": self.body_html(entry["body_html"]),
+            "image": self.absolute(entry.get("image")),
             "url": self.entry_url(entry["blog"], entry["id"]),
             "time_label": timefmt.time_label(published, tz),
             "updated_label": timefmt.time_label(updated, tz) if updated > published else None,

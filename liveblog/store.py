@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import keys, timefmt
-from liveblog.render import plain_text, render_body
+from liveblog.render import MediaLookup, plain_text, render
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
@@ -179,8 +179,9 @@ class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
     def __init__(self, redis: aioredis.Redis, *, stream_maxlen: int = 10_000,
-                 idempotency_ttl: int = 24 * 3600) -> None:
+                 idempotency_ttl: int = 24 * 3600, media: MediaLookup | None = None) -> None:
         self.redis = redis
+        self.media = media  # stored photos, for the bodies' responsive images
         self._timezones: dict[str, str] = {}
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
@@ -320,8 +321,9 @@ class Store:
         """Create an entry; returns (entry, created). A replayed idempotency key returns the original.
         ``author_profile`` (see ``authors.py``) is kept with the entry as it is now."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
-        await self._blog_doc(slug)
+        _, blog = await self._blog_doc(slug)
         body = _text(fields, "body", required=True, plain=False)
+        rendered = render(body or "", self.media, blog["language"])
         fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         moment = published_at or timefmt.now()
         entry_id = str(await self.redis.incr(keys.seq(slug)))
@@ -330,7 +332,8 @@ class Store:
             "id": entry_id,
             "blog": slug,
             "title": _text(fields, "title"),
-            "body_html": render_body(body or ""),
+            "body_html": rendered.html,
+            "image": rendered.image,
             "author": _text(fields, "author"),
             "published_at": stamp,
             "updated_at": stamp,
@@ -368,13 +371,14 @@ class Store:
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
-        await self._blog_doc(slug)
+        _, blog = await self._blog_doc(slug)
         body = _text(fields, "body", plain=False)
         if "body" in fields and not body:
             raise ValidationError("'body' must not be empty")
         changes: dict[str, Any] = {}
         if body:
-            changes["body_html"] = render_body(body)
+            rendered = render(body, self.media, blog["language"])
+            changes["body_html"], changes["image"] = rendered.html, rendered.image
         for name in ("title", "author"):
             if name in fields:
                 changes[name] = _text(fields, name)

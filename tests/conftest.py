@@ -147,6 +147,7 @@ def service_factory(redis_server: RedisServer, tmp_path_factory: pytest.TempPath
     """Start `liveblog serve` (``kind="serve"``) or `liveblog worker` processes against the session Redis."""
     started: list[Service] = []
     logs = tmp_path_factory.mktemp("logs")
+    media = tmp_path_factory.mktemp("media")  # uploads of every service, never under the checkout
 
     def make(kind: str = "serve", *extra: str, env: dict[str, str] | None = None, port: int | None = None
              ) -> Service:
@@ -156,6 +157,7 @@ def service_factory(redis_server: RedisServer, tmp_path_factory: pytest.TempPath
             "LIVEBLOG_ADMIN_TOKEN": ADMIN_TOKEN,
             "LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
             "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2",
+            "LIVEBLOG_MEDIA_DIR": str(media),
             **(env or {}),
         }
         args = [kind, *extra]

@@ -74,7 +74,8 @@ async def test_editor_page_is_self_contained_and_has_no_inline_script(client: ht
     assert page.lang == "it"
     assert not page.inline_handlers
     executable = [s for s in page.scripts if s.get("type") != "application/json"]
-    assert [s["src"].split("?")[0] for s in executable] == ["/static/editor.js"]  # type: ignore[union-attr]
+    assert [s["src"].split("?")[0] for s in executable] == [  # type: ignore[union-attr]
+        "/static/editor.js", "/static/embeds.js", "/static/editor-media.js"]
     assert "/static/editor.css" in [href.split("?")[0] for href in page.stylesheets]
     for url in [s["src"] for s in executable] + page.stylesheets:
         asset = await client.get(url)  # same origin, served by the app
@@ -84,7 +85,7 @@ async def test_editor_page_is_self_contained_and_has_no_inline_script(client: ht
     config = json.loads(data[0])
     assert config["blog"]["slug"] == blog and config["blog"]["status"] == "live"
     assert config["api"] == f"/api/blogs/{blog}" and config["events"] == f"/blogs/{blog}/events"
-    assert config["preview"] == "/api/preview"
+    assert config["preview"] == "/api/preview?language=it"  # the blog's words for video placeholders
     assert config["labels"]["publish"] == "Pubblica"
     assert "Pubblica" in response.text and "Accedi" in response.text
 
@@ -103,7 +104,7 @@ async def test_hostile_blog_title_cannot_break_out_of_the_page(client: httpx.Asy
     assert "</script>" in made["title"]
     response = await client.get(f"/editor/{made['slug']}")
     page = PageParts(response.text)
-    assert len(page.scripts) == 2  # editor.js and the JSON config, nothing injected
+    assert len(page.scripts) == 4  # editor.js, embeds.js, editor-media.js and the JSON config, nothing injected
     config = json.loads(next(t for s, t in zip(page.scripts, page.script_text, strict=True)
                              if s.get("type") == "application/json"))
     assert config["blog"]["title"] == made["title"]

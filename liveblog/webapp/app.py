@@ -20,12 +20,13 @@ from starlette.routing import Route
 from liveblog.authors import Authors
 from liveblog.config import Settings
 from liveblog.fanout import Hub
+from liveblog.media import MediaLibrary
 from liveblog.presence import Presence
 from liveblog.present import Presenter
 from liveblog.redisconn import pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, authors_api, editor, feeds, openapi, pages, sse, update_page, webhooks_api
+from liveblog.webapp import api, authors_api, editor, feeds, media_api, openapi, pages, sse, update_page, webhooks_api
 from liveblog.webapp.clients import StreamSlots
 from liveblog.webapp.problems import (
     Problem,
@@ -71,8 +72,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         redis = pool_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
         app.state.settings = settings
         app.state.redis = redis
+        app.state.media_library = MediaLibrary(settings.media_dir)
         app.state.store = Store(redis, stream_maxlen=settings.stream_maxlen,
-                                idempotency_ttl=settings.idempotency_ttl_seconds)
+                                idempotency_ttl=settings.idempotency_ttl_seconds, media=app.state.media_library)
         app.state.presenter = Presenter(public_url)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.streams = StreamSlots(settings)
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
                             redis_timeout=settings.redis_timeout_seconds)
+        app.state.media = media_api.workers(settings)
         await app.state.hub.start()
         app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)
         app.state.presence.start()
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                 await worker.stop()
             await app.state.presence.stop()
             await app.state.hub.stop()
+            app.state.media.close()
             await redis.aclose()
 
     routes = [
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *webhooks_api.routes,
         *authors_api.routes,
         *openapi.routes,
+        *media_api.routes(settings),
         *feeds.routes,
         *editor.routes,
         *update_page.routes,

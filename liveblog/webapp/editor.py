@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from liveblog.render import render_body
+from liveblog import render as bodies
 from liveblog.store import LIMITS, NotFound, Store, ValidationError
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
@@ -71,6 +71,19 @@ LABELS: dict[str, dict[str, str]] = {
         "conn_lost": "connessione persa, riprovo…",
         "network_error": "Rete non raggiungibile: il testo è salvo, riprova.",
         "error_prefix": "Non riuscito:",
+        "photo": "Aggiungi foto",
+        "photo_help": "Oppure trascina o incolla una foto nel testo.",
+        "uploading": "Caricamento di {name}… {percent}%",
+        "uploaded": "Foto caricata: scrivi il testo alternativo (ora selezionato) per chi non vede l'immagine.",
+        "upload_too_large": "La foto {name} è troppo grande: il massimo è {max} MB.",
+        "upload_not_image": "{name} non è un'immagine JPEG, PNG, WebP o GIF.",
+        "upload_unprocessable": "La foto {name} non può essere elaborata: {detail}",
+        "upload_auth": "Accesso scaduto: esci e accedi di nuovo, poi riprova.",
+        "upload_network": "Rete non raggiungibile: la foto {name} non è stata caricata, riprova.",
+        "upload_failed": "Caricamento di {name} non riuscito ({status}): {detail}",
+        "alt_warning": "Attenzione: una foto non ha un testo alternativo descrittivo ({alt}). "
+                       "Chi usa un lettore di schermo non saprà cosa mostra: correggi l'aggiornamento quando puoi.",
+        "alt_empty": "vuoto",
     },
     "en": {
         "page_title": "Newsroom",
@@ -119,6 +132,19 @@ LABELS: dict[str, dict[str, str]] = {
         "conn_lost": "connection lost, retrying…",
         "network_error": "Network unreachable: your text is kept, try again.",
         "error_prefix": "Failed:",
+        "photo": "Add photo",
+        "photo_help": "Or drag or paste a photo into the text.",
+        "uploading": "Uploading {name}… {percent}%",
+        "uploaded": "Photo uploaded: type its alternative text (now selected) for readers who cannot see it.",
+        "upload_too_large": "The photo {name} is too large: at most {max} MB.",
+        "upload_not_image": "{name} is not a JPEG, PNG, WebP or GIF image.",
+        "upload_unprocessable": "The photo {name} cannot be processed: {detail}",
+        "upload_auth": "Your sign-in has expired: sign out and in again, then retry.",
+        "upload_network": "Network unreachable: the photo {name} was not uploaded, try again.",
+        "upload_failed": "Uploading {name} failed ({status}): {detail}",
+        "alt_warning": "Warning: a photo has no descriptive alternative text ({alt}). "
+                       "Screen-reader users will not know what it shows: correct the update when you can.",
+        "alt_empty": "empty",
     },
 }
 
@@ -137,7 +163,9 @@ async def editor_page(request: Request) -> Response:
         # Same-origin paths: the page may be reached under another name than LIVEBLOG_PUBLIC_URL.
         "api": f"/api/blogs/{slug}",
         "events": f"/blogs/{slug}/events",
-        "preview": "/api/preview",
+        "preview": f"/api/preview?language={blog['language']}",  # the words of video placeholders
+        "media": "/api/media",
+        "max_media_mb": round(request.app.state.settings.max_media_bytes / (1024 * 1024), 1),
     }
     return render(request, "editor.html", {"blog": blog, "t": labels, "lang": blog["language"], "config": config},
                   headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"})
@@ -154,7 +182,9 @@ async def preview(request: Request) -> Response:
         raise ValidationError("'body' must be a string")
     if len(body) > LIMITS["body"]:
         raise ValidationError(f"'body' is longer than {LIMITS['body']} characters")
-    return json_response({"body_html": render_body(body), "author": token["name"]},
+    language = request.query_params.get("language", "it")
+    html = bodies.render(body, request.app.state.media_library, language).html
+    return json_response({"body_html": html, "author": token["name"]},
                          headers={"Cache-Control": "no-store"})
 
 

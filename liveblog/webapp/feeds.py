@@ -8,6 +8,7 @@ unlike the entries' own timestamps it also moves when an entry is deleted.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from liveblog import streamids, timefmt
 from liveblog.present import Presenter
-from liveblog.render import html_text
+from liveblog.render import html_text, plain_embeds
 from liveblog.store import Store
 
 FEED_SIZE = 50
@@ -80,6 +81,11 @@ def entry_title(entry: dict[str, Any], language: str) -> str:
     return _UNTITLED.get(language, _UNTITLED["it"]).format(entry["time_label"])
 
 
+def _image_type(url: str) -> str:
+    """The enclosure's media type, from the file name (ours end in .jpg, .webp or .gif)."""
+    return mimetypes.guess_type(url.split("?")[0])[0] or "image/jpeg"
+
+
 # ---- Atom ----------------------------------------------------------------------------------------
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -127,7 +133,9 @@ def atom_document(snap: Snapshot) -> bytes:
             _author(node, entry["author"], _profile(entry).get("url"))
         if entry.get("key_event"):
             _sub(node, "category", term="key-event")
-        _sub(node, "content", entry["body_html"], type="html")
+        if entry.get("image"):
+            _sub(node, "link", rel="enclosure", type=_image_type(entry["image"]), href=entry["image"])
+        _sub(node, "content", plain_embeds(entry["body_html"]), type="html")
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
 
 
@@ -142,10 +150,12 @@ def json_feed_document(snap: Snapshot) -> bytes:
             "id": item_id(blog, entry["id"]),
             "url": entry["url"],
             "title": entry_title(entry, language),
-            "content_html": entry["body_html"],
+            "content_html": plain_embeds(entry["body_html"]),
             "date_published": entry["published_at"],
             "date_modified": entry["updated_at"],
         }
+        if entry.get("image"):
+            item["image"] = entry["image"]
         if entry.get("author"):
             profile = _profile(entry)
             item["authors"] = [{"name": entry["author"],

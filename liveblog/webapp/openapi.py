@@ -91,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "pinned": {"type": "boolean"},
         "version": {"type": "integer", "minimum": 1},
         "url": {"type": "string", "format": "uri"},
+        "image": nullable({"type": "string", "format": "uri", "description": "the first image, absolute"}),
     }, ("id", "blog", "title", "body_html", "author", "published_at", "time_label", "key_event", "pinned",
         "version", "updated_at")),
     "EntryPage": obj({"entries": {"type": "array", "items": ref("Entry")}, "next": nullable(STRING)},
@@ -157,6 +158,17 @@ SCHEMAS: dict[str, Any] = {
     "Replay": obj({"since_event_id": {"type": "string", "examples": ["1732540000000-0", "0"]}},
                   ("since_event_id",), closed=True),
     "Health": obj({"status": STRING}, ("status",)),
+    "Media": obj({
+        "id": {"type": "string", "description": "the SHA-256 prefix of the uploaded bytes"},
+        "url": {"type": "string", "format": "uri", "description": "the largest variant"},
+        "width": {"type": "integer"},
+        "height": {"type": "integer"},
+        "content_type": {"enum": ["image/jpeg", "image/webp", "image/gif"]},
+        "variants": {"type": "array", "items": obj({"url": {"type": "string", "format": "uri"},
+                                                    "width": {"type": "integer", "maximum": 2000},
+                                                    "height": {"type": "integer"}},
+                                                   ("url", "width", "height"))},
+    }, ("id", "url", "width", "height", "content_type", "variants")),
 }
 
 
@@ -252,7 +264,23 @@ PATHS: dict[str, Any] = {
     "/api/preview": {
         "post": op("Render a body as a post would be rendered now (editor)", {"200": ok("the HTML", "Preview")},
                    tag="entries", secured=True,
-                   request={"required": True, "content": {JSON: {"schema": obj({"body": STRING})}}}),
+                   request={"required": True, "content": {JSON: {"schema": obj({"body": STRING})}}},
+                   parameters=[{"name": "language", "in": "query", "schema": {"enum": ["it", "en"]},
+                                "description": "the blog's language (words of video placeholders)"}]),
+    },
+    "/api/media": {
+        "post": op("Upload a photo (editor): metadata stripped, orientation applied, variants up to 2000 px",
+                   {"201": ok("the stored photo", "Media"),
+                    "413": problem("larger than LIVEBLOG_MAX_MEDIA_BYTES"),
+                    "415": problem("not a JPEG, PNG, WebP or GIF image"),
+                    "422": problem("more than 50 megapixels, a decompression bomb, or undecodable")},
+                   tag="media", secured=True,
+                   request={"required": True, "content": {
+                       **{kind: {"schema": {"type": "string", "contentMediaType": kind}}
+                          for kind in ("image/jpeg", "image/png", "image/webp", "image/gif")},
+                       "multipart/form-data": {"schema": obj({"file": {"type": "string", "contentMediaType":
+                                                                      "application/octet-stream"}},
+                                                              ("file",))}}}),
     },
     "/api/webhooks": {
         "get": op("Webhook subscriptions (admin)", {"200": ok("every subscription", "WebhookList")},

@@ -57,11 +57,15 @@ TEMPLATES_DIR = web_dir() / "templates"
 STATIC_DIR = web_dir() / "static"
 
 
+PLAYER_ORIGINS = ("https://www.youtube-nocookie.com", "https://player.vimeo.com")
+
+
 def csp(*, frame_ancestors: str = "'none'") -> str:
     """The pages' Content-Security-Policy: own scripts, styles and connections only, no inline script.
 
     Images may also come from any https origin, because editors embed photos hosted elsewhere in
-    update bodies; the page's own assets never leave the origin.
+    update bodies; the page's own assets never leave the origin. Frames only from the two video
+    players that ``web/static/embeds.js`` loads when a reader clicks a placeholder (render.py).
     """
     return "; ".join([
         "default-src 'none'",
@@ -70,6 +74,7 @@ def csp(*, frame_ancestors: str = "'none'") -> str:
         "img-src 'self' https: data:",
         "connect-src 'self'",
         "font-src 'self'",
+        f"frame-src {' '.join(PLAYER_ORIGINS)}",
         "manifest-src 'self'",
         "base-uri 'none'",
         "form-action 'self'",
