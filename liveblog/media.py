@@ -1,7 +1,7 @@
 """Uploaded photos: decoded, cleaned and resized with Pillow, stored content-addressed on disk.
 
 ``ingest`` is the whole job for one upload. It is CPU-bound (a 20 MB JPEG takes a good part of a
-second to decode), so the web process runs it in a separate process (``MediaWorkers``): the event
+second to decode), so the web process runs it in a separate, lowest-priority process (``MediaWorkers``): the event
 loop that feeds the event streams never waits for it, and the GIL it would hold is another one.
 
 What comes out:
@@ -50,7 +50,7 @@ MANIFEST = "manifest.json"
 FILE_PATH = re.compile(r"[0-9a-f]{2}/([0-9a-f]{32})/[0-9]{1,5}\.(jpg|webp|gif)")
 MANIFESTS_CACHED = 4096
 # Below the web process: an upload may be slow, the streams of every reader must not be.
-WORKER_NICENESS = 10
+WORKER_NICENESS = 19
 
 
 class MediaError(Exception):
@@ -257,10 +257,15 @@ class MediaLibrary:
 # ---- the pool (used by the web process) ------------------------------------------------------------
 
 def _worker_start(max_pixels: int) -> None:
+    """Lowest CPU priority: SCHED_IDLE (Linux) runs the decoding when the web process and the readers'
+    streams leave the CPU idle (a saturated machine slows uploads, never the streams); else nice 19."""
     try:
-        os.nice(WORKER_NICENESS)
-    except OSError:
-        pass  # not allowed here: still correct, only less polite
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(WORKER_NICENESS)
+        except OSError:
+            pass  # not allowed here: still correct, only less polite
     _guard(max_pixels)
 
 
