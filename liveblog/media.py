@@ -256,9 +256,22 @@ class MediaLibrary:
 
 # ---- the pool (used by the web process) ------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the web process that started it goes away, so a
+    decode that an idle-priority worker has not finished never outlives its server."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker exits after its current job instead
+
+
 def _worker_start(max_pixels: int) -> None:
     """Lowest CPU priority: SCHED_IDLE (Linux) runs the decoding when the web process and the readers'
     streams leave the CPU idle (a saturated machine slows uploads, never the streams); else nice 19."""
+    _die_with_parent()
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):

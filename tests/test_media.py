@@ -314,3 +314,20 @@ def test_media_settings_have_defaults_and_refuse_nonsense(tmp_path: Path) -> Non
     for name in ("LIVEBLOG_MAX_MEDIA_BYTES", "LIVEBLOG_MEDIA_MAX_PIXELS", "LIVEBLOG_MEDIA_WORKERS"):
         with pytest.raises(ValueError, match=name):
             Settings.from_env({name: "0"})
+
+
+def test_the_decoding_process_dies_with_its_server(service_factory: Any, editor_token: str) -> None:
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_until
+
+    service = service_factory("serve", "--no-dispatcher")
+    response = httpx.post(f"{service.url}/api/media", content=picture(320, 200), timeout=UPLOAD_TIMEOUT,
+                          headers={"Authorization": f"Bearer {editor_token}", "Content-Type": "image/jpeg"})
+    assert response.status_code == 201, response.text
+    children = subprocess.run(["pgrep", "-P", str(service.process.pid)], capture_output=True, text=True).stdout.split()
+    workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers
+    service.stop(signal.SIGKILL)  # no shutdown code runs: only the kernel can end the worker now
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), what="the worker to go")
