@@ -36,6 +36,7 @@ from liveblog.webapp.problems import (
     on_redis_down,
     on_redis_refusal,
     on_store_error,
+    on_unexpected,
 )
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
             RedisTimeoutError: on_redis_down,
             RedisResponseError: on_redis_refusal,
             ClientDisconnect: on_client_disconnect,
+            Exception: on_unexpected,  # the catch-all (ServerErrorMiddleware): problem+json 500
         },
     )
 

@@ -207,7 +207,7 @@ def _not_modified(request: Request, etag: str, changed: datetime) -> bool:
         return False
     try:
         since = parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # year 99999999999 overflows
         return False  # an invalid date is ignored
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)

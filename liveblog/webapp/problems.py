@@ -92,3 +92,10 @@ async def on_client_disconnect(_request: Request, _exc: Exception) -> Response:
     """The client went away (or was disconnected for stalling) while sending its body: nobody is left
     to answer, and it is not a server error."""
     return Response(status_code=400)
+
+
+async def on_unexpected(_request: Request, _exc: Exception) -> Response:
+    """The catch-all: an error no other handler answers is a problem document too, never text/plain.
+    Starlette raises the exception again after this answer, so the server logs it (once, with its
+    traceback); the client learns nothing about the internals."""
+    return problem_response(500, "Internal Server Error", "an unexpected error occurred; it has been logged")
