@@ -20,7 +20,9 @@ import redis.asyncio as aioredis
 from liveblog import keys, timefmt
 from liveblog.render import MediaLookup, plain_text, render
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# \A and \Z, not ^ and $: "$" also matches before a final newline, and "ab\n" is no slug.
+SLUG_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
+ENTRY_ID_RE = re.compile(r"\A[0-9]{1,19}\Z")
 LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
 STATUSES = ("live", "ended")
 LANGUAGES = ("it", "en")
@@ -175,6 +177,14 @@ def _reject_unknown(fields: dict[str, Any], allowed: set[str]) -> None:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
 
 
+def valid_slug(value: Any) -> bool:
+    return isinstance(value, str) and SLUG_RE.fullmatch(value) is not None
+
+
+def valid_entry_id(value: Any) -> bool:
+    return isinstance(value, str) and ENTRY_ID_RE.fullmatch(value) is not None
+
+
 class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
@@ -215,7 +225,7 @@ class Store:
         """Create a blog. ``related`` (links to related articles) is set by importers, not the API."""
         _reject_unknown(fields, {"slug", "title", "description", "language", "timezone"})
         slug = fields.get("slug")
-        if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        if not valid_slug(slug):
             raise ValidationError("'slug' must be 1-64 lowercase letters, digits and inner hyphens")
         language = fields.get("language") or "it"
         if language not in LANGUAGES:
@@ -254,7 +264,7 @@ class Store:
         return raw, orjson.loads(raw)
 
     async def get_blog(self, slug: str) -> dict[str, Any]:
-        if not SLUG_RE.match(slug):
+        if not valid_slug(slug):
             raise NotFound(f"no blog '{slug}'")
         return (await self._blog_doc(slug))[1]
 

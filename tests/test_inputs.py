@@ -37,3 +37,106 @@ async def test_an_unexpected_store_error_is_a_logged_problem_json_500(client: ht
     wait_until(lambda: _log_count(server, UNEXPECTED) > before, what="the traceback in the server log")
     assert _log_count(server, UNEXPECTED) == before + 1
     assert "WRONGTYPE" in server.log_path.read_text(errors="replace")
+
+
+# ---- slugs, entry ids, idempotency keys ---------------------------------------------------------
+
+# Path segments as sent (percent-encoded): a trailing newline, another key's name, wrong case,
+# wrong hyphens, too long, a space, non-ASCII, NUL, braces (a Redis hash tag).
+HOSTILE_SLUGS = ("ab%0A", "test%7D%3Aidem%3A", "AB", "-ab", "ab-", "a" * 65, "a%20b", "%C3%A9", "ab%00",
+                 "%7Bab%7D", "..")
+HOSTILE_IDS = ("1%0A", "-1", "1.0", "%C2%B9", "1" * 30, "0x1", "1%7D", "%20")
+WRITE_BODY = {"body": "x", "title": "x"}
+
+
+def _routes_with(param: str) -> list[tuple[str, str]]:
+    """(method, path template) of every route of the real app whose path takes ``{param}``."""
+    from starlette.routing import Route
+
+    from liveblog.config import Settings
+    from liveblog.webapp.app import create_app
+
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"), dispatcher=False)
+    found = [(method, route.path) for route in app.routes if isinstance(route, Route)
+             and "{" + param in route.path for method in sorted(route.methods or ())]
+    assert found, f"no route takes {{{param}}}"
+    return found
+
+
+def _keys(redis_server: RedisServer) -> set[str]:
+    return set(redis_server.client().keys("*"))
+
+
+async def _send(client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body = WRITE_BODY if method in ("POST", "PATCH", "PUT") else None
+    return await client.request(method, path, headers=headers, json=body)
+
+
+def _refused(response: httpx.Response) -> None:
+    assert response.status_code in (400, 404, 422), f"{response.request.url}: {response.status_code} {response.text}"
+    if response.request.method != "HEAD":
+        kind = response.headers["content-type"]
+        assert kind.startswith(("application/problem+json", "text/html")), kind
+
+
+async def test_hostile_slugs_on_every_route_are_refused_and_write_nothing(
+        client: httpx.AsyncClient, redis_server: RedisServer, blog: str, editor: dict[str, str]) -> None:
+    entry = await post(client, blog, editor, body="uno")
+    before = _keys(redis_server)
+    for method, template in _routes_with("slug"):
+        for slug in HOSTILE_SLUGS:
+            path = template.replace("{slug}", slug).replace("{entry_id}", entry["id"])
+            _refused(await _send(client, method, path, editor))
+    assert _keys(redis_server) == before
+
+
+async def test_hostile_entry_ids_on_every_route_are_refused_and_write_nothing(
+        client: httpx.AsyncClient, redis_server: RedisServer, blog: str, editor: dict[str, str]) -> None:
+    await post(client, blog, editor, body="uno")
+    before = _keys(redis_server)
+    stream = f"lb:{{{blog}}}:stream"
+    length = redis_server.client().xlen(stream)
+    for method, template in _routes_with("entry_id"):
+        for entry_id in HOSTILE_IDS:
+            _refused(await _send(client, method, template.replace("{slug}", blog).replace("{entry_id}", entry_id),
+                                 editor))
+    assert _keys(redis_server) == before
+    assert redis_server.client().xlen(stream) == length
+
+
+async def test_a_slug_naming_another_blogs_key_is_404_not_wrongtype(client: httpx.AsyncClient, blog: str,
+                                                                    editor: dict[str, str]) -> None:
+    # The idempotency key "}:entries" of blog B is the string lb:{B}:idem:}:entries, which is also what
+    # the entries hash of a "blog" called "B}:idem:" would be: a foreign key of the wrong type.
+    response = await client.post(f"/api/blogs/{blog}/entries", headers={**editor, "Idempotency-Key": "}:entries"},
+                                 json={"body": "uno"})
+    assert response.status_code == 201, response.text
+    for path in (f"/api/blogs/{blog}%7D%3Aidem%3A/entries/1", f"/api/blogs/{blog}%7D%3Aidem%3A/entries"):
+        assert_problem(await client.get(path), 404)
+
+
+async def test_a_slug_with_a_trailing_newline_is_never_stored(client: httpx.AsyncClient,
+                                                              redis_server: RedisServer) -> None:
+    from tests.conftest import admin
+
+    before = _keys(redis_server)
+    assert_problem(await client.post("/api/blogs", headers=admin(), json={"slug": "ab\n", "title": "x"}), 422)
+    assert_problem(await client.post("/api/webhooks", headers=admin(),
+                                     json={"url": "http://127.0.0.1:9/hook", "blogs": ["ab\n"]}), 422)
+    assert _keys(redis_server) == before
+
+
+async def test_hostile_idempotency_keys_are_400_and_create_nothing(client: httpx.AsyncClient, blog: str,
+                                                                  redis_server: RedisServer,
+                                                                  editor: dict[str, str]) -> None:
+    before = _keys(redis_server)
+    for key in (b"a b", "é".encode(), b"k" * 201, b"tab\there", b""):  # (uvicorn itself refuses DEL)
+        response = await client.post(f"/api/blogs/{blog}/entries", headers={**editor, "Idempotency-Key": key},
+                                     json={"body": "uno"})
+        assert_problem(response, 400)
+    assert _keys(redis_server) == before
+    # The longest allowed key, with punctuation, still works.
+    key = "!~" + "k" * 198
+    response = await client.post(f"/api/blogs/{blog}/entries", headers={**editor, "Idempotency-Key": key},
+                                 json={"body": "uno"})
+    assert response.status_code == 201, response.text

@@ -13,12 +13,11 @@ from liveblog import metrics
 from liveblog.present import Presenter
 from liveblog.store import Store
 from liveblog.webapp.auth import require
-from liveblog.webapp.inputs import json_object, query_int
+from liveblog.webapp.inputs import entry_id_param, idempotency_key, json_object, query_int, slug_param
 from liveblog.webapp.problems import Problem
 
 # Readers' first page of the API may be served from a CDN for a few seconds during a spike.
 PUBLIC_CACHE = "public, max-age=5, stale-while-revalidate=10"
-IDEMPOTENCY_KEY_MAX = 200
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -50,22 +49,24 @@ async def create_blog(request: Request) -> Response:
 
 
 async def get_blog(request: Request) -> Response:
-    slug = request.path_params["slug"]
+    slug = slug_param(request)
     blog = _presenter(request).blog(await _store(request).get_blog(slug))
     blog["readers"] = await request.app.state.presence.readers(slug)
     return json_response(blog, headers={"Cache-Control": PUBLIC_CACHE})
 
 
 async def update_blog(request: Request) -> Response:
+    slug = slug_param(request)
     await require(request, "editor")
-    blog = _presenter(request).blog(await _store(request).update_blog(request.path_params["slug"],
-                                                                      await json_object(request)))
+    blog = _presenter(request).blog(await _store(request).update_blog(slug, await json_object(request)))
     metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
     return json_response(blog)
 
 
 async def create_entry(request: Request) -> Response:
+    slug = slug_param(request)
     token = await require(request, "editor")
+    key = idempotency_key(request)
     fields = await json_object(request)
     profile = None
     if "author_id" in fields:
@@ -73,10 +74,6 @@ async def create_entry(request: Request) -> Response:
             raise Problem(422, "send either 'author' (a name) or 'author_id' (a profile), not both")
         profile = await request.app.state.authors.profile(fields.pop("author_id"))
     fields.setdefault("author", token["name"])
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isprintable()):
-        raise Problem(400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters")
-    slug = request.path_params["slug"]
     entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key, author_profile=profile)
     headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
     if created:
@@ -87,7 +84,7 @@ async def create_entry(request: Request) -> Response:
 
 
 async def list_entries(request: Request) -> Response:
-    slug = request.path_params["slug"]
+    slug = slug_param(request)
     limit = query_int(request, "limit", 20, low=1, high=100)
     before = request.query_params.get("before") or None
     entries = await _store(request).list_entries(slug, limit=limit, before=before)
@@ -99,22 +96,22 @@ async def list_entries(request: Request) -> Response:
 
 
 async def get_entry(request: Request) -> Response:
-    entry = await _store(request).get_entry(request.path_params["slug"], request.path_params["entry_id"])
+    entry = await _store(request).get_entry(slug_param(request), entry_id_param(request))
     return json_response(await _present_entry(request, entry))
 
 
 async def update_entry(request: Request) -> Response:
+    slug, entry_id = slug_param(request), entry_id_param(request)
     await require(request, "editor")
-    fields = await json_object(request)
-    entry = await _store(request).update_entry(request.path_params["slug"], request.path_params["entry_id"],
-                                               fields)
+    entry = await _store(request).update_entry(slug, entry_id, await json_object(request))
     metrics.CHANGES_PUBLISHED.labels("entry.updated").inc()
     return json_response(await _present_entry(request, entry))
 
 
 async def delete_entry(request: Request) -> Response:
+    slug, entry_id = slug_param(request), entry_id_param(request)
     await require(request, "editor")
-    await _store(request).delete_entry(request.path_params["slug"], request.path_params["entry_id"])
+    await _store(request).delete_entry(slug, entry_id)
     metrics.CHANGES_PUBLISHED.labels("entry.deleted").inc()
     return Response(status_code=204)
 

@@ -18,7 +18,7 @@ from liveblog import render as bodies
 from liveblog.store import LIMITS, NotFound, Store, ValidationError
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
-from liveblog.webapp.inputs import json_object
+from liveblog.webapp.inputs import json_object, slug_param
 from liveblog.webapp.pages import not_found
 from liveblog.webapp.templating import render
 
@@ -151,8 +151,8 @@ LABELS: dict[str, dict[str, str]] = {
 
 async def editor_page(request: Request) -> Response:
     store: Store = request.app.state.store
-    slug = request.path_params["slug"]
     try:
+        slug = slug_param(request)
         blog = request.app.state.presenter.blog(await store.get_blog(slug))
     except NotFound:
         return not_found(request)  # the readers' HTML 404: a person is looking at this page

@@ -26,6 +26,7 @@ from liveblog import streamids, timefmt
 from liveblog.present import Presenter
 from liveblog.render import html_text, plain_embeds
 from liveblog.store import Store
+from liveblog.webapp.inputs import slug_param
 
 FEED_SIZE = 50
 TITLE_WORDS = 12
@@ -53,7 +54,7 @@ class Snapshot:
 async def _snapshot(request: Request) -> Snapshot:
     store: Store = request.app.state.store
     presenter: Presenter = request.app.state.presenter
-    slug = request.path_params["slug"]
+    slug = slug_param(request)
     blog = presenter.blog(await store.get_blog(slug))  # NotFound -> 404 problem
     # Read before the entries: if a change lands in between, the feed claims an older time than
     # its content (harmless: a client re-fetches once) and never a newer one (a stale 304 for good).

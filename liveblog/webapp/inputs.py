@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
+from liveblog.store import NotFound, valid_entry_id, valid_slug
 from liveblog.webapp.problems import Problem
+
+IDEMPOTENCY_KEY_MAX = 200
+# Printable ASCII without spaces: the key becomes part of a Redis key name.
+_IDEMPOTENCY_KEY = re.compile(rf"\A[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}\Z")
+
+
+def slug_param(request: Request) -> str:
+    """The path's ``{slug}``, checked at the edge: anything that is not a slug is an unknown blog
+    (404), so no key is ever built from it."""
+    slug = request.path_params["slug"]
+    if not valid_slug(slug):
+        raise NotFound(f"no blog {slug[:80]!r}")
+    return slug
+
+
+def entry_id_param(request: Request) -> str:
+    """The path's ``{entry_id}`` (digits), else 404."""
+    entry_id = request.path_params["entry_id"]
+    if not valid_entry_id(entry_id):
+        raise NotFound(f"no entry {entry_id[:80]!r}")
+    return entry_id
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters "
+                           "without spaces")
+    return key
 
 
 async def json_object(request: Request) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from liveblog.jsonld import MAX_UPDATES, live_blog_posting, publisher
 from liveblog.present import Presenter
 from liveblog.store import NotFound, Store, ValidationError
 from liveblog.webapp.api import PUBLIC_CACHE
+from liveblog.webapp.inputs import slug_param
 from liveblog.webapp.templating import csp, render, static_routes
 
 PAGE_SIZE = 20
@@ -119,11 +120,11 @@ def not_found(request: Request, language: str = "it") -> Response:
 
 async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
     """Everything the live page and the embed show; None for an unknown blog or page."""
-    slug = request.path_params["slug"]
     store: Store = request.app.state.store
     presenter: Presenter = request.app.state.presenter
     before = request.query_params.get("before") or None
     try:
+        slug = slug_param(request)
         if before is None:
             # The blog and its entries exactly as of the resume point `after`, in one atomic read:
             # the stream replays every change after it, none the page already shows.

@@ -19,6 +19,7 @@ from liveblog import streamids
 from liveblog.fanout import Hub, Subscriber, encode_event
 from liveblog.store import Store
 from liveblog.webapp.clients import StreamSlots, client_key
+from liveblog.webapp.inputs import slug_param
 from liveblog.webapp.problems import Problem
 
 CATCH_UP_PAGE = 100  # changes read from Redis, and sent, at a time
@@ -176,7 +177,7 @@ async def _until_disconnect(receive: Receive, hub: Hub, sub: Subscriber) -> None
 
 
 async def events(request: Request) -> Response | EventStream:
-    slug = request.path_params["slug"]
+    slug = slug_param(request)
     store: Store = request.app.state.store
     hub: Hub = request.app.state.hub
     # 404 for an unknown blog, before the stream starts (cached: a storm of readers costs no lookups)

@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import timefmt
-from liveblog.store import SLUG_RE, NotFound, ValidationError
+from liveblog.store import NotFound, ValidationError, valid_slug
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.signing import new_secret
 from liveblog.webhooks.ssrf import AddressPolicy, Refused, check_url
@@ -101,7 +101,7 @@ def _blogs(value: Any) -> tuple[str, ...]:
             raise ValidationError("'blogs': \"*\" (every blog) cannot be combined with slugs")
         return ("*",)
     for slug in value:
-        if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        if not valid_slug(slug):
             raise ValidationError(f"'blogs' contains something that is not a blog slug: {slug!r}")
     return tuple(dict.fromkeys(value))
 
