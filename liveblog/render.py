@@ -39,7 +39,9 @@ _md = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": F
 
 _TAGS = set(nh3.ALLOWED_TAGS) | {"figure", "figcaption"}
 _ATTRIBUTES = {
-    **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    # ``cite`` (q, blockquote, del, ins) is a URL that Ammonia does not filter by scheme, so
+    # ``cite="javascript:…"`` would survive; readers never see it, so it is dropped everywhere.
+    **{tag: set(attrs) - {"cite"} for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
     "a": {"href", "hreflang", "title"},
     "img": {"src", "alt", "width", "height", "title"},
     "abbr": {"title"},
@@ -49,6 +51,16 @@ _ATTRIBUTES = {
 # Photos fill the text column (live.css: .lb-wrap 46rem wide with 1.25rem padding each side).
 IMAGE_SIZES = "(min-width: 46rem) 43.5rem, calc(100vw - 2.5rem)"
 MEDIA_PREFIX = "/media/"
+
+# Characters XML 1.0 forbids (C0 controls but tab, LF and CR; U+FFFE, U+FFFF; lone surrogates): one
+# of them in a title or body would make the Atom feed not well-formed, so none is ever stored.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_chars(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids."""
+    return _NOT_XML.sub("", text)
+
 
 
 class Rendered(NamedTuple):

@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import keys, timefmt
-from liveblog.render import MediaLookup, plain_text, render
+from liveblog.render import MediaLookup, plain_text, render, xml_chars
 
 # \A and \Z, not ^ and $: "$" also matches before a final newline, and "ab\n" is no slug.
 SLUG_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
@@ -156,6 +156,7 @@ def _text(fields: dict[str, Any], name: str, *, required: bool = False, plain: b
         raise ValidationError(f"'{name}' must be a string")
     if len(value) > LIMITS[name]:
         raise ValidationError(f"'{name}' is longer than {LIMITS[name]} characters")
+    value = xml_chars(value)
     cleaned = plain_text(value) if plain else value.strip()
     if required and not cleaned:
         raise ValidationError(f"'{name}' must not be empty")

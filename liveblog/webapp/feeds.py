@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from liveblog import streamids, timefmt
 from liveblog.present import Presenter
-from liveblog.render import html_text, plain_embeds
+from liveblog.render import html_text, plain_embeds, xml_chars
 from liveblog.store import Store
 from liveblog.webapp.inputs import slug_param
 
@@ -90,9 +90,10 @@ def _image_type(url: str) -> str:
 # ---- Atom ----------------------------------------------------------------------------------------
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    element = ET.SubElement(parent, tag, attrs)
+    # ElementTree writes any character; XML 1.0 forbids some (text stored before they were refused).
+    element = ET.SubElement(parent, tag, {name: xml_chars(value) for name, value in attrs.items()})
     if text is not None:
-        element.text = text
+        element.text = xml_chars(text)
     return element
 
 

@@ -31,6 +31,13 @@ _BLOCKED = tuple(ipaddress.ip_network(n) for n in (
     "::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
     "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
 ))
+# IPv6 notations that embed an IPv4 address other than the mapped ``::ffff:a.b.c.d`` (which is judged
+# as its IPv4 address): deprecated IPv4-compatible ``::a.b.c.d`` and SIIT's IPv4-translated
+# ``::ffff:0:a.b.c.d``. Neither is a real public address; both are refused whatever they embed.
+_EMBEDDING = {
+    ipaddress.ip_network("::/96"): "IPv4-compatible",
+    ipaddress.ip_network("::ffff:0:0:0/96"): "IPv4-translated",
+}
 _METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")}
 MAX_URL_LENGTH = 2000
 KEEPALIVE_SECONDS = 30.0  # an idle pooled connection is closed after this long
@@ -50,6 +57,12 @@ def _canonical(ip: IPAddress) -> IPAddress:
 def _kind(ip: IPAddress) -> str:
     if ip in _METADATA:
         return "cloud metadata"
+    for name in ("loopback", "unspecified"):  # ::1 and :: are in ::/96 too
+        if getattr(ip, f"is_{name}"):
+            return name
+    for net, name in _EMBEDDING.items():
+        if ip in net:
+            return name
     for name in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
@@ -67,7 +80,8 @@ class AddressPolicy:
         ip = _canonical(ip)
         if any(ip in net for net in self.allowed if net.version == ip.version):
             return None
-        if ip in _METADATA or not ip.is_global or ip.is_multicast or any(ip in net for net in _BLOCKED):
+        if (ip in _METADATA or not ip.is_global or ip.is_multicast or any(ip in net for net in _BLOCKED)
+                or any(ip in net for net in _EMBEDDING if net.version == ip.version)):
             return _kind(ip)
         return None
 
@@ -86,6 +100,8 @@ class AddressPolicy:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as exc:
                 raise Refused(f"{host} does not resolve ({exc.strerror or exc})") from exc
+            except UnicodeError as exc:  # the IDNA codec: an empty or over-long label (``a..b``, ``.a``)
+                raise Refused(f"{host} is not a valid host name ({exc})") from exc
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
         if not addresses:
             raise Refused(f"{host} has no address")
@@ -103,9 +119,12 @@ def parse_target(url: Any) -> httpx.URL:
         raise Refused(f"'url' must be an http or https URL of at most {MAX_URL_LENGTH} characters")
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        host = parsed.host  # decodes an ``xn--`` name: IDNA errors surface here
+        if host and not host.startswith("["):
+            host.encode("idna")  # what resolving does: empty or over-long labels fail here
+    except (httpx.InvalidURL, UnicodeError) as exc:  # idna.IDNAError is a UnicodeError
         raise Refused(f"'url' is not a valid URL: {exc}") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if parsed.scheme not in ("http", "https") or not host:
         raise Refused("'url' must be an absolute http:// or https:// URL")
     if parsed.userinfo:
         raise Refused("'url' must not contain credentials (they would end up in logs)")
