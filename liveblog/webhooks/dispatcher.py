@@ -15,7 +15,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -27,7 +29,7 @@ from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
 from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue
 from liveblog.webhooks.schedule import next_step
-from liveblog.webhooks.sender import post
+from liveblog.webhooks.sender import Attempt, post
 from liveblog.webhooks.signing import signed_headers
 from liveblog.webhooks.ssrf import AddressPolicy
 from liveblog.webhooks.subscriptions import Snapshot, Subscriptions
@@ -35,7 +37,7 @@ from liveblog.webhooks.subscriptions import Snapshot, Subscriptions
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.25  # deliveries made due by other workers (retries, releases) are found this fast
-STOP_GRACE_SECONDS = 2.0
+STOP_GRACE_SECONDS = 2.0  # each step of stop() waits at most this long; the whole stop is a few of them
 
 
 class Dispatcher:
@@ -48,8 +50,9 @@ class Dispatcher:
         # A lease outlives the longest attempt by the claim idle time: only a dead worker's lease expires.
         self.lease_ms = int((settings.webhook_timeout_seconds + settings.webhook_claim_idle_seconds) * 1000)
         self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], Claim] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = False  # the loops also end on this, should a cancellation ever be swallowed below
         self.last_progress = time.monotonic()  # the last claim round trip to Redis (see health.py)
 
     async def start(self) -> None:
@@ -68,7 +71,7 @@ class Dispatcher:
         self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
                              presenter=Presenter(self.public_url), consumer=self.consumer,
                              claim_idle_seconds=settings.webhook_claim_idle_seconds,
-                             on_queued=self._wake.set)
+                             on_queued=self._wake.set, stopping=lambda: self.stopping)
         self._tasks = [asyncio.create_task(self.intake.read_loop(), name="webhooks-intake"),
                        asyncio.create_task(self.intake.reclaim_loop(), name="webhooks-reclaim"),
                        asyncio.create_task(self._send_loop(), name="webhooks-send")]
@@ -76,27 +79,35 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop taking work; give attempts in flight a moment, then hand the rest back (released
-        deliveries are due at once for the other workers; anything not released waits for its lease)."""
+        deliveries are due at once for the other workers).
+
+        Every wait here is bounded by ``STOP_GRACE_SECONDS``, and nothing is awaited that could
+        ignore its cancellation: a task that has not ended by then is left behind (the loops also end
+        by themselves on ``stopping``), and the leases of attempts still running are released from
+        here. A stop takes a few ``STOP_GRACE_SECONDS`` at most, whatever Redis, a partner or a task does.
+        """
+        self.stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _bounded_wait(self._tasks, "webhook loops")
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
         for task in self._inflight:
-            task.cancel()
-        if self._inflight:  # each releases its delivery (bounded); never wait forever on shutdown
-            await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(STOP_GRACE_SECONDS):
-                await self.recorder.drain()
+            task.cancel()  # each releases its delivery
+        stuck = await _bounded_wait(list(self._inflight), "webhook attempts")
+        claims = [self._inflight[task] for task in stuck if task in self._inflight]
+        if claims:  # hand back what the attempts could not
+            await _bounded_wait([asyncio.ensure_future(self.queue.finish([Attempted(c, "release") for c in claims]))],
+                                "lease releases")
+        if self.recorder.flushing is not None:
+            await _bounded_wait([self.recorder.flushing], "attempt records")
         for close in (self.clients.aclose, self.reader.aclose, self.redis.aclose):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(STOP_GRACE_SECONDS):
-                    await close()
+            await _bounded_wait([asyncio.ensure_future(close())], "connection closes")
 
     async def _send_loop(self) -> None:
         backoff = 0.1
-        while True:
+        while not self.stopping:
             self.clients.sweep()
             room = self.settings.webhook_concurrency - len(self._inflight)
             wait = IDLE_POLL_SECONDS
@@ -117,7 +128,7 @@ class Dispatcher:
                     continue
                 for claim in claims:
                     task = asyncio.create_task(self._deliver(claim))
-                    self._inflight.add(task)
+                    self._inflight[task] = claim
                     task.add_done_callback(self._done)
                 if next_due is not None:
                     wait = min(wait, max(0.0, (next_due - now) / 1000))
@@ -128,7 +139,7 @@ class Dispatcher:
                     await self._wake.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+        self._inflight.pop(task, None)
         self._wake.set()  # a slot (and a per-subscription lease) is free
         if not task.cancelled() and task.exception() is not None:  # its lease expires; it is tried again
             log.error("webhook delivery task failed", exc_info=task.exception())
@@ -137,6 +148,7 @@ class Dispatcher:
         job, sub, settings = claim.job, claim.subscription, self.settings
         attempt_no = job.attempts + 1
         started = datetime.now(UTC)
+        clock = time.perf_counter()
         try:
             async with self.clients.use(job.sub_id) as transport:
                 result = await post(transport, sub["url"], job.body,
@@ -148,6 +160,10 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.queue.finish([Attempted(claim, "release")]), 1.0)
             raise
+        except Exception as exc:  # anything unforeseen (a bug, an answer nobody expected) is a failed attempt
+            log.exception("webhook %s: attempt %d failed unexpectedly", job.id, attempt_no)
+            result = Attempt(None, f"unexpected error: {type(exc).__name__}: {exc}"[:300],
+                             time.perf_counter() - clock, "")
         outcome, delay = next_step(result.status, attempt_no, settings.retry_schedule, retry_after=result.retry_after)
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
         metrics.WEBHOOK_LATENCY.observe(result.duration)
@@ -180,15 +196,15 @@ class Recorder:
         self.queue = queue
         self.settings = settings
         self._pending: list[tuple[Attempted, asyncio.Future[str | None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.flushing: asyncio.Task[None] | None = None  # the batch on its way (stop() waits for it, bounded)
 
     async def record(self, done: Attempted) -> str | None:
         """Queue ``done`` for the next batch; returns the subscription's state afterwards (None if
         it was deleted). The record is written even if the caller is cancelled meanwhile."""
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._pending.append((done, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush(), name="webhooks-record")
+        if self.flushing is None:
+            self.flushing = asyncio.create_task(self._flush(), name="webhooks-record")
         return await future
 
     async def _flush(self) -> None:
@@ -210,9 +226,15 @@ class Recorder:
                     if not future.done():
                         future.set_result(state)
         finally:
-            self._flushing = None
+            self.flushing = None
 
-    async def drain(self) -> None:
-        """Wait for the records on their way (on shutdown, before the Redis client is closed)."""
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
+
+async def _bounded_wait(tasks: Sequence[asyncio.Future[Any]], what: str) -> set[asyncio.Future[Any]]:
+    """Wait up to ``STOP_GRACE_SECONDS`` for ``tasks``; return (and log) those still running."""
+    if not tasks:
+        return set()
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+    if pending:
+        log.warning("stopping: %d %s still running after %.0f s; not waiting for them", len(pending), what,
+                    STOP_GRACE_SECONDS)
+    return pending

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from liveblog import keys, streamids
 from liveblog.present import Presenter
@@ -40,7 +40,7 @@ DEAD_CONSUMER_IDLE_MS = 3600_000
 class Intake:
     def __init__(self, pool: aioredis.Redis, reader: aioredis.Redis, queue: DeliveryQueue, snapshot: Snapshot, *,
                  presenter: Presenter, consumer: str, claim_idle_seconds: float,
-                 on_queued: Callable[[], None]) -> None:
+                 on_queued: Callable[[], None], stopping: Callable[[], bool] = lambda: False) -> None:
         self.pool = pool
         self.store = Store(pool)  # the blogs' timezones, for presenting their changes
         self.presenter = presenter
@@ -50,6 +50,7 @@ class Intake:
         self.consumer = consumer
         self.claim_idle_ms = max(1, int(claim_idle_seconds * 1000))
         self.on_queued = on_queued
+        self.stopping = stopping  # the loops end when it says so (besides being cancelled)
         self.streams: set[str] = set()
         self._index_checked = 0.0
 
@@ -76,21 +77,37 @@ class Intake:
         subs = await self.snapshot.current()
         slug = keys.slug_of_stream(stream)
         tz: str | None = None
-        async with self.pool.pipeline(transaction=False) as pipe:
-            for event_id, fields in items:
-                jobs = []
-                if fields:
-                    event_ms = (streamids.parse(event_id) or (0, 0))[0]
-                    event_type = fields.get("type", "")
-                    wanted = [sub.id for sub in subs if sub.wants(slug, event_type, event_ms)]
-                    if wanted:
-                        tz = tz or await self._timezone(slug)
-                        data = self.presenter.change(event_type, fields.get("data", "null"), tz)
-                        jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data)
-                await self.queue.enqueue(jobs, ack=(stream, event_id), client=pipe)
-            results = await pipe.execute()
+        batch: list[tuple[str, list[Job]]] = []
+        for event_id, fields in items:
+            jobs = []
+            if fields:
+                event_ms = (streamids.parse(event_id) or (0, 0))[0]
+                event_type = fields.get("type", "")
+                wanted = [sub.id for sub in subs if sub.wants(slug, event_type, event_ms)]
+                if wanted:
+                    tz = tz or await self._timezone(slug)
+                    data = self.presenter.change(event_type, fields.get("data", "null"), tz)
+                    jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data)
+            batch.append((event_id, jobs))
+        try:
+            results = await self._enqueue(stream, batch)
+        except NoScriptError:
+            # Redis lost its scripts (a restart): load them and send the batch again at once rather
+            # than leave the changes pending for the reclaim. Sending it twice is harmless: a change
+            # whose script did run was acknowledged by it, and its second run finds it acknowledged
+            # and queues nothing (XACK answers 0).
+            log.info("webhook intake: Redis lost its scripts (restarted?); loading them again")
+            await self.queue.load()
+            results = await self._enqueue(stream, batch)
         if any(result > 0 for result in results):
             self.on_queued()
+
+    async def _enqueue(self, stream: str, batch: list[tuple[str, list[Job]]]) -> list[Any]:
+        """Queue each change's deliveries and acknowledge it, in one pipelined round trip."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for event_id, jobs in batch:
+                self.queue.enqueue_in(pipe, jobs, ack=(stream, event_id))
+            return list(await pipe.execute())
 
     async def _timezone(self, slug: str) -> str:
         try:
@@ -100,7 +117,7 @@ class Intake:
 
     async def read_loop(self) -> None:
         backoff = 0.1
-        while True:
+        while not self.stopping():
             try:
                 await self._discover()
                 if not self.streams:
@@ -162,7 +179,7 @@ class Intake:
     async def reclaim_loop(self) -> None:
         interval = max(0.5, self.claim_idle_ms / 2000)
         swept = time.monotonic()
-        while True:
+        while not self.stopping():
             await asyncio.sleep(interval)
             try:
                 await self._reclaim()

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from liveblog import streamids, timefmt
 from liveblog.webhooks import keys as whkeys
@@ -222,16 +223,34 @@ class DeliveryQueue:
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
 
-    def enqueue(self, jobs: list[Job], *, ack: tuple[str, str] | None = None, client: Any = None) -> Any:
-        """Queue ``jobs`` (due now). With ``ack=(stream, event_id)`` the change is acknowledged in the
-        same script and nothing is queued if it already was, nor any delivery already known; without
-        it (a replay) queued deliveries restart at attempt 1 and leased ones are left alone.
-        ``client`` may be a pipeline (await the call to queue it; the result comes from ``execute``)."""
+    @staticmethod
+    def _enqueue_call(jobs: list[Job], ack: tuple[str, str] | None) -> tuple[list[str], list[Any]]:
         args: list[Any] = ["ack" if ack else "replay", whkeys.GROUP, ack[1] if ack else ""]
         for job in jobs:
             args += [job.sub_id, job.id, job.to_json()]
-        stream_keys = [whkeys.ACTIVE, ack[0]] if ack else [whkeys.ACTIVE]
-        return self._enqueue(keys=stream_keys, args=args, client=client)
+        return ([whkeys.ACTIVE, ack[0]] if ack else [whkeys.ACTIVE]), args
+
+    async def enqueue(self, jobs: list[Job]) -> int:
+        """Queue ``jobs`` (a replay): queued deliveries restart at attempt 1, leased ones are left alone.
+        Returns how many were queued."""
+        script_keys, args = self._enqueue_call(jobs, None)
+        return int(await self._enqueue(keys=script_keys, args=args))
+
+    def enqueue_in(self, pipe: Pipeline, jobs: list[Job], *, ack: tuple[str, str]) -> None:
+        """Add to ``pipe``: queue ``jobs`` and acknowledge the change ``ack=(stream, event_id)`` in one
+        script; nothing is queued if the change was already acknowledged, nor any delivery already
+        known. ``execute`` gives the count queued (-1: already acknowledged).
+
+        A bare ``EVALSHA``, without the ``SCRIPT EXISTS`` round trip redis-py adds to every pipeline
+        that runs a script: after Redis lost its scripts ``execute`` raises ``NoScriptError``, and
+        the caller calls :meth:`load` and sends the pipeline again (each acknowledgement runs once)."""
+        script_keys, args = self._enqueue_call(jobs, ack)
+        pipe.evalsha(self._enqueue.sha, len(script_keys), *script_keys, *args)
+
+    async def load(self) -> None:
+        """Load the scripts into Redis (again: a restart empties its script cache)."""
+        for script in (self._enqueue, self._claim, self._finish):
+            script.sha = await self.redis.script_load(script.script)
 
     async def claim(self, *, limit: int, per_subscription: int, lease_ms: int) -> tuple[int, int | None, list[Claim]]:
         """Lease up to ``limit`` due deliveries. Returns (Redis time ms, earliest due ms or None, claims)."""
