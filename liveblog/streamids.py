@@ -20,5 +20,14 @@ def parse(raw: str) -> StreamId | None:
     return ms, seq
 
 
+def lost_to_trimming(after: StreamId, trimmed: str | None) -> bool:
+    """Whether some change after ``after`` was trimmed away. ``trimmed`` is the stream's marker, the
+    highest ID trimmed (``None``: nothing was): every change after it is kept, so resuming (or
+    replaying) from the marker itself misses nothing, and from anything before it does. The event
+    stream's reset and the webhook replay both decide with this."""
+    marker = parse(trimmed) if trimmed else None
+    return marker is not None and after < marker
+
+
 def fmt(sid: StreamId) -> str:
     return f"{sid[0]}-{sid[1]}"

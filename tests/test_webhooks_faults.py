@@ -153,3 +153,28 @@ def _posts(api: Api, slug: str, body: str) -> bool:
     assert response.status_code in (201, 503), response.text
     return response.status_code == 201
 
+
+def test_replay_and_the_event_stream_agree_on_what_trimming_lost(service_factory,  # type: ignore[no-untyped-def]
+                                                                 redis_url: str) -> None:
+    """The stream keeps every change after its trimmed marker: a replay or a resume from the marker
+    itself lost nothing, one from just before it did (replay said "trimmed" for the marker itself)."""
+    with serving(service_factory, redis_url, env={"LIVEBLOG_STREAM_MAXLEN": "5"}) as tight:
+        slug = tight.blog()
+        for n in range(20):
+            tight.entry(slug, f"aggiornamento {n}")
+        marker = redis.Redis.from_url(redis_url, decode_responses=True).get(f"lb:{{{slug}}}:trimmed")
+        assert marker
+        ms, seq = (int(part) for part in marker.split("-"))
+        before = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+        sub = tight.subscribe("http://127.0.0.1:9/hook", [slug])
+        for since, lost in ((marker, []), (before, [slug])):
+            replayed = tight.check(tight.http.post(f"/api/webhooks/{sub['id']}/replay",
+                                                   json={"since_event_id": since}), 202)
+            assert replayed["trimmed_blogs"] == lost, (since, replayed)
+            with tight.http.stream("GET", f"/blogs/{slug}/events", headers={"Last-Event-ID": since}) as events:
+                head = ""
+                for chunk in events.iter_text():
+                    head += chunk
+                    if head.count("\n\n") >= 2:  # the retry hint, then the first event
+                        break
+            assert ("event: reset" in head) == bool(lost), (since, head)

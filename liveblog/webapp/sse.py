@@ -52,7 +52,7 @@ async def _needs_reset(store: Store, slug: str, after: streamids.StreamId) -> bo
     if trimmed is not None:
         start = streamids.parse(trimmed) or (0, 0)
         if after <= start:
-            return after < start
+            return streamids.lost_to_trimming(after, trimmed)
     elif after == (0, 0):
         return False
     return not await store.has_change(slug, streamids.fmt(after))

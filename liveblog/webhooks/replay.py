@@ -28,8 +28,7 @@ async def replay(store: Store, presenter: Presenter, queue: DeliveryQueue, sub: 
     slugs = await store.blog_slugs() if "*" in sub.blogs else list(sub.blogs)
     queued, incomplete, truncated = 0, [], False
     for slug in slugs:
-        trimmed = streamids.parse(await store.trimmed_upto(slug) or "")
-        if trimmed is not None and trimmed >= since:
+        if streamids.lost_to_trimming(since, await store.trimmed_upto(slug)):
             incomplete.append(slug)
         cursor = streamids.fmt(since)
         while queued < MAX_REPLAY:
