@@ -64,7 +64,7 @@ def _routes_with(param: str) -> list[tuple[str, str]]:
     return found
 
 
-def _keys(redis_server: RedisServer) -> set[str]:
+def _keys(redis_server: RedisServer) -> set[str]:  # compared as "no new key": keys with a TTL may vanish
     return set(redis_server.client().keys("*"))
 
 
@@ -88,7 +88,7 @@ async def test_hostile_slugs_on_every_route_are_refused_and_write_nothing(
         for slug in HOSTILE_SLUGS:
             path = template.replace("{slug}", slug).replace("{entry_id}", entry["id"])
             _refused(await _send(client, method, path, editor))
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
 
 
 async def test_hostile_entry_ids_on_every_route_are_refused_and_write_nothing(
@@ -101,7 +101,7 @@ async def test_hostile_entry_ids_on_every_route_are_refused_and_write_nothing(
         for entry_id in HOSTILE_IDS:
             _refused(await _send(client, method, template.replace("{slug}", blog).replace("{entry_id}", entry_id),
                                  editor))
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
     assert redis_server.client().xlen(stream) == length
 
 
@@ -124,7 +124,7 @@ async def test_a_slug_with_a_trailing_newline_is_never_stored(client: httpx.Asyn
     assert_problem(await client.post("/api/blogs", headers=admin(), json={"slug": "ab\n", "title": "x"}), 422)
     assert_problem(await client.post("/api/webhooks", headers=admin(),
                                      json={"url": "http://127.0.0.1:9/hook", "blogs": ["ab\n"]}), 422)
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
 
 
 async def test_hostile_idempotency_keys_are_400_and_create_nothing(client: httpx.AsyncClient, blog: str,
@@ -135,7 +135,7 @@ async def test_hostile_idempotency_keys_are_400_and_create_nothing(client: httpx
         response = await client.post(f"/api/blogs/{blog}/entries", headers={**editor, "Idempotency-Key": key},
                                      json={"body": "uno"})
         assert_problem(response, 400)
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
     # The longest allowed key, with punctuation, still works.
     key = "!~" + "k" * 198
     response = await client.post(f"/api/blogs/{blog}/entries", headers={**editor, "Idempotency-Key": key},
@@ -153,7 +153,7 @@ async def test_a_timezone_that_is_no_zone_name_is_422_not_500(client: httpx.Asyn
     for tz in ("A" * 5000, "Europe/" + "a" * 300, "Europe", "Europe/Rome\n", "../../etc/passwd"):
         response = await client.post("/api/blogs", headers=admin(), json={"slug": "tz-x", "title": "x", "timezone": tz})
         assert_problem(response, 422)
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
 
 
 async def test_webhook_hosts_that_idna_refuses_are_422_not_500(client: httpx.AsyncClient,
@@ -165,7 +165,7 @@ async def test_webhook_hosts_that_idna_refuses_are_422_not_500(client: httpx.Asy
         response = await client.post("/api/webhooks", headers=admin(),
                                      json={"url": f"http://{host}/hook", "blogs": ["*"]})
         assert "valid" in assert_problem(response, 422)["detail"]
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
 
 
 async def test_ipv6_notations_embedding_ipv4_are_refused_at_creation(client: httpx.AsyncClient,
@@ -179,7 +179,7 @@ async def test_ipv6_notations_embedding_ipv4_are_refused_at_creation(client: htt
         response = await client.post("/api/webhooks", headers=admin(),
                                      json={"url": f"http://{host}:8080/hook", "blogs": ["*"]})
         assert kind in assert_problem(response, 422)["detail"]
-    assert _keys(redis_server) == before
+    assert not _keys(redis_server) - before  # no key created (others may expire meanwhile)
 
 
 async def test_cite_with_a_javascript_url_does_not_survive_sanitizing(client: httpx.AsyncClient, blog: str,
