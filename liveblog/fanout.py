@@ -27,6 +27,8 @@ import signal
 import uuid
 from collections import deque
 
+from sse_starlette import ServerSentEvent
+
 from liveblog import keys, metrics, streamids
 from liveblog.present import Presenter
 from liveblog.redisconn import DEFAULT_TIMEOUT, blocking_client, pool_client
@@ -40,8 +42,9 @@ GC_YOUNG_THRESHOLD = 100_000
 
 
 def encode_event(sid: str, event_type: str, data: str) -> bytes:
-    """One SSE frame. ``data`` is single-line JSON (orjson never writes a newline)."""
-    return f"id: {sid}\nevent: {event_type}\ndata: {data}\n\n".encode()
+    """One SSE frame (LF line ends), by sse-starlette: data with line breaks becomes one ``data:``
+    line per line, which the client joins back with ``\n``. Called once per change, not per reader."""
+    return ServerSentEvent(data, event=event_type, id=sid, sep="\n").encode()
 
 
 # A comment (what the contract promises, and what keeps proxies open) plus a named event without an
