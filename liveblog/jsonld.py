@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from liveblog.model import PresentedBlog, PresentedEntry
 from liveblog.render import html_text
 
 # Search engines read a bounded list; the newest updates are the ones that matter.
@@ -15,14 +16,14 @@ MAX_UPDATES = 100
 HEADLINE_MAX = 110
 
 
-def _headline(entry: dict[str, Any], text: str) -> str:
+def _headline(entry: PresentedEntry, text: str) -> str:
     headline = entry.get("title") or text
     if len(headline) > HEADLINE_MAX:
         headline = headline[: HEADLINE_MAX - 1].rstrip() + "…"
     return headline
 
 
-def _update(entry: dict[str, Any]) -> dict[str, Any]:
+def _update(entry: PresentedEntry) -> dict[str, Any]:
     text = html_text(entry["body_html"])
     item: dict[str, Any] = {
         "@type": "BlogPosting",
@@ -40,7 +41,7 @@ def _update(entry: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def blog_posting(blog: dict[str, Any], entry: dict[str, Any], *,
+def blog_posting(blog: PresentedBlog, entry: PresentedEntry, *,
                  publisher: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON-LD document of one update's own page: a BlogPosting that is part of the live blog."""
     page = blog["urls"]["page"]
@@ -55,7 +56,7 @@ def blog_posting(blog: dict[str, Any], entry: dict[str, Any], *,
     return doc
 
 
-def person(entry: dict[str, Any]) -> dict[str, Any]:
+def person(entry: PresentedEntry) -> dict[str, Any]:
     """The entry's author as a schema.org Person (with its profile link and avatar when it has one)."""
     author: dict[str, Any] = {"@type": "Person", "name": entry["author"]}
     profile = entry.get("author_profile") or {}
@@ -78,7 +79,7 @@ def publisher(name: str | None, logo: str | None) -> dict[str, Any] | None:
     return org
 
 
-def live_blog_posting(blog: dict[str, Any], entries: list[dict[str, Any]], *,
+def live_blog_posting(blog: PresentedBlog, entries: list[PresentedEntry], *,
                       publisher: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON-LD document for ``blog`` with ``entries`` (current state, newest first)."""
     page = blog["urls"]["page"]

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from liveblog import timefmt
+from liveblog.model import Blog, BlogUrls, Entry, PresentedBlog, PresentedEntry
 
 # Fields only an editor's read shows (the source as written); never in public output.
 EDITOR_ONLY = frozenset({"body"})
@@ -40,7 +41,7 @@ class Presenter:
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
-    def blog_urls(self, slug: str) -> dict[str, str]:
+    def blog_urls(self, slug: str) -> BlogUrls:
         base = f"{self.public_url}/blogs/{slug}"
         return {
             "page": base,
@@ -69,15 +70,15 @@ class Presenter:
         """An author profile as served (its avatar may be a path of an uploaded photo)."""
         return {**author, "avatar": self.absolute(author.get("avatar"))}
 
-    def blog(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def blog(self, doc: Blog) -> PresentedBlog:
         """A stored blog as served: its links added."""
         return {**doc, "urls": self.blog_urls(doc["slug"])}
 
-    def entry(self, entry: dict[str, Any], tz: str, *, for_editor: bool = False) -> dict[str, Any]:
+    def entry(self, entry: Entry, tz: str, *, for_editor: bool = False) -> PresentedEntry:
         """A stored entry as served: ``url``, ``time_label`` and ``updated_label`` (the edit time,
         shown only once the entry has been edited after publication) in the blog's timezone ``tz``.
         The source ``body`` is kept only for editors (``for_editor``)."""
-        shown = entry if for_editor else {k: v for k, v in entry.items() if k not in EDITOR_ONLY}
+        shown = entry if for_editor else cast(Entry, {k: v for k, v in entry.items() if k not in EDITOR_ONLY})
         published = timefmt.parse_rfc3339(entry["published_at"])
         updated = timefmt.parse_rfc3339(entry["updated_at"])
         profile = entry.get("author_profile")
@@ -91,7 +92,7 @@ class Presenter:
             "updated_label": timefmt.time_label(updated, tz) if updated > published else None,
         }
 
-    def entries(self, entries: list[dict[str, Any]], tz: str, *, for_editor: bool = False) -> list[dict[str, Any]]:
+    def entries(self, entries: list[Entry], tz: str, *, for_editor: bool = False) -> list[PresentedEntry]:
         return [self.entry(entry, tz, for_editor=for_editor) for entry in entries]
 
     def change(self, event_type: str, data: str, tz: str) -> str:

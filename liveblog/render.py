@@ -26,11 +26,12 @@ import html
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 
 _md = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False}).enable(
@@ -297,7 +298,8 @@ def _blocks(tokens: list[Token], work: _Pass) -> list[Token]:
             manifest = work.media.manifest(src) if work.media else None
             if manifest is not None:
                 work.saw_image(src, manifest)
-                alt = _md.renderer.renderInlineAsText(kept[0].children or [], _md.options, {})
+                renderer = cast(RendererHTML, _md.renderer)  # typed as the protocol; it is the HTML one
+                alt = renderer.renderInlineAsText(kept[0].children or [], _md.options, {})
                 title = kept[0].attrGet("title")
                 out.append(_marker_block(work.marker(_image_html(manifest, alt, str(title) if title else None,
                                                                  figure=True))))

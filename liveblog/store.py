@@ -12,12 +12,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import orjson
 import redis.asyncio as aioredis
 
 from liveblog import keys, timefmt
+from liveblog.model import Blog, Entry
 from liveblog.render import MediaLookup, plain_text, render, xml_chars
 
 # \A and \Z, not ^ and $: "$" also matches before a final newline, and "ab\n" is no slug.
@@ -137,9 +138,9 @@ class Snapshot:
     """A blog as of one change (``after``): what a page renders, then resumes its stream from."""
 
     after: str
-    blog: dict[str, Any]
-    pinned: list[dict[str, Any]]  # newest first
-    newest: list[dict[str, Any]]  # newest first, pinned ones included
+    blog: Blog
+    pinned: list[Entry]  # newest first
+    newest: list[Entry]  # newest first, pinned ones included
 
 
 def dumps(value: Any) -> str:
@@ -178,7 +179,7 @@ def _reject_unknown(fields: dict[str, Any], allowed: set[str]) -> None:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
 
 
-def valid_slug(value: Any) -> bool:
+def valid_slug(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and SLUG_RE.fullmatch(value) is not None
 
 
@@ -204,7 +205,7 @@ class Store:
 
     async def _write(self, slug: str, *, field: str, expected: str, state: str, score: str, event: str,
                      data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "",
-                     entry: dict[str, Any] | None = None) -> list[str]:
+                     entry: Entry | None = None) -> list[str]:
         """One atomic change; ``entry`` (an entry's new or last state) keeps the pinned index true."""
         pinned, pinned_score = "", ""
         if entry is not None:
@@ -222,7 +223,7 @@ class Store:
     # ---- blogs -----------------------------------------------------------------------------
 
     async def create_blog(self, fields: dict[str, Any], *, related: list[dict[str, str]] | None = None
-                          ) -> dict[str, Any]:
+                          ) -> Blog:
         """Create a blog. ``related`` (links to related articles) is set by importers, not the API."""
         _reject_unknown(fields, {"slug", "title", "description", "language", "timezone"})
         slug = fields.get("slug")
@@ -235,9 +236,9 @@ class Store:
         if not isinstance(tz, str) or not timefmt.valid_timezone(tz):
             raise ValidationError("'timezone' must be an IANA time zone such as Europe/Rome")
         stamp = timefmt.rfc3339(timefmt.now())
-        doc = {
+        doc: Blog = {
             "slug": slug,
-            "title": _text(fields, "title", required=True),
+            "title": _text(fields, "title", required=True) or "",
             "description": _text(fields, "description"),
             "status": "live",
             "language": language,
@@ -258,13 +259,13 @@ class Store:
             raise Conflict(f"a blog with slug '{slug}' already exists")
         return doc
 
-    async def _blog_doc(self, slug: str) -> tuple[str, dict[str, Any]]:
+    async def _blog_doc(self, slug: str) -> tuple[str, Blog]:
         raw = await self.redis.hget(keys.blog(slug), "doc")
         if raw is None:
             raise NotFound(f"no blog '{slug}'")
-        return raw, orjson.loads(raw)
+        return raw, cast(Blog, orjson.loads(raw))
 
-    async def get_blog(self, slug: str) -> dict[str, Any]:
+    async def get_blog(self, slug: str) -> Blog:
         if not valid_slug(slug):
             raise NotFound(f"no blog '{slug}'")
         return (await self._blog_doc(slug))[1]
@@ -278,7 +279,7 @@ class Store:
             tz = self._timezones[slug] = (await self.get_blog(slug))["timezone"]
         return tz
 
-    async def list_blogs(self) -> list[dict[str, Any]]:
+    async def list_blogs(self) -> list[Blog]:
         slugs = await self.redis.zrange(keys.BLOGS, 0, -1)
         async with self.redis.pipeline(transaction=False) as pipe:
             for slug in slugs:
@@ -289,7 +290,7 @@ class Store:
     async def blog_slugs(self) -> list[str]:
         return list(await self.redis.zrange(keys.BLOGS, 0, -1))
 
-    async def update_blog(self, slug: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async def update_blog(self, slug: str, fields: dict[str, Any]) -> Blog:
         _reject_unknown(fields, {"title", "description", "status"})
         status = fields.get("status")
         if status is not None and status not in STATUSES:
@@ -319,16 +320,16 @@ class Store:
     # ---- entries ---------------------------------------------------------------------------
 
     @staticmethod
-    def _load_entry(raw: str) -> dict[str, Any]:
+    def _load_entry(raw: str) -> Entry:
         """A stored entry's facts (what older versions stored for presentation is left out)."""
         entry = orjson.loads(raw)
         for name in _PRESENTED:
             entry.pop(name, None)
-        return entry
+        return cast(Entry, entry)
 
     async def create_entry(self, slug: str, fields: dict[str, Any], *, idempotency_key: str | None = None,
                            published_at: datetime | None = None, author_profile: dict[str, Any] | None = None
-                           ) -> tuple[dict[str, Any], bool]:
+                           ) -> tuple[Entry, bool]:
         """Create an entry; returns (entry, created). A replayed idempotency key returns the original.
         ``author_profile`` (see ``authors.py``) is kept with the entry as it is now."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
@@ -339,7 +340,7 @@ class Store:
         moment = published_at or timefmt.now()
         entry_id = str(await self.redis.incr(keys.seq(slug)))
         stamp = timefmt.rfc3339(moment)
-        entry: dict[str, Any] = {
+        entry: Entry = {
             "id": entry_id,
             "blog": slug,
             "title": _text(fields, "title"),
@@ -367,7 +368,7 @@ class Store:
             return await self.get_entry(slug, prior_id), False
         return entry, True
 
-    async def get_entry(self, slug: str, entry_id: str) -> dict[str, Any]:
+    async def get_entry(self, slug: str, entry_id: str) -> Entry:
         raw = await self.redis.hget(keys.entries(slug), entry_id)
         if raw is None:
             await self._blog_doc(slug)
@@ -378,7 +379,7 @@ class Store:
         """Whether ``entry_id`` names an update of ``slug`` that was deleted (its page is 410)."""
         return SLUG_RE.fullmatch(slug) is not None and bool(await self.redis.sismember(keys.deleted(slug), entry_id))
 
-    async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> Entry:
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
@@ -402,7 +403,7 @@ class Store:
             raw = await self.redis.hget(keys.entries(slug), entry_id)
             if raw is None:
                 raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-            entry = {**self._load_entry(raw), **changes}
+            entry = cast(Entry, {**self._load_entry(raw), **changes})
             entry["version"] += 1
             entry["updated_at"] = timefmt.rfc3339(timefmt.now())
             state = dumps(entry)
@@ -429,7 +430,7 @@ class Store:
         raise Conflict("the entry is being changed by someone else; try again")
 
     async def list_entries(self, slug: str, *, limit: int = 20, before: str | None = None
-                           ) -> list[dict[str, Any]]:
+                           ) -> list[Entry]:
         """Newest first; ``before`` is the id of the last entry of the previous page."""
         await self._blog_doc(slug)
         start = 0
@@ -444,7 +445,7 @@ class Store:
         raws = await self.redis.hmget(keys.entries(slug), ids)
         return [self._load_entry(raw) for raw in raws if raw is not None]
 
-    async def pinned_entries(self, slug: str) -> list[dict[str, Any]]:
+    async def pinned_entries(self, slug: str) -> list[Entry]:
         """The pinned entries, newest first (an index kept by every write, so pages need not scan)."""
         ids = await self.redis.zrevrange(keys.pinned(slug), 0, -1)
         if not ids:
@@ -465,7 +466,7 @@ class Store:
         after, doc, pinned, entries = await self._snapshot(keys=keys_, args=[unpinned])
         if not doc:
             raise NotFound(f"no blog '{slug}'")
-        return Snapshot(after, orjson.loads(doc), [self._load_entry(raw) for raw in pinned if raw],
+        return Snapshot(after, cast(Blog, orjson.loads(doc)), [self._load_entry(raw) for raw in pinned if raw],
                         [self._load_entry(raw) for raw in entries if raw])
 
     # ---- change log ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import metrics
+from liveblog.model import Entry, PresentedEntry
 from liveblog.present import Presenter
 from liveblog.store import Store
 from liveblog.webapp.auth import require
@@ -32,7 +33,7 @@ def _presenter(request: Request) -> Presenter:
     return request.app.state.presenter
 
 
-async def _present_entry(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
+async def _present_entry(request: Request, entry: Entry) -> PresentedEntry:
     return _presenter(request).entry(entry, await _store(request).timezone(entry["blog"]))
 
 
@@ -87,8 +88,8 @@ async def list_entries(request: Request) -> Response:
     slug = slug_param(request)
     limit = query_int(request, "limit", 20, low=1, high=100)
     before = request.query_params.get("before") or None
-    entries = await _store(request).list_entries(slug, limit=limit, before=before)
-    entries = _presenter(request).entries(entries, await _store(request).timezone(slug))
+    stored = await _store(request).list_entries(slug, limit=limit, before=before)
+    entries = _presenter(request).entries(stored, await _store(request).timezone(slug))
     following = None
     if len(entries) == limit:
         following = f"/api/blogs/{slug}/entries?limit={limit}&before={entries[-1]['id']}"

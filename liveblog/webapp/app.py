@@ -64,13 +64,14 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
     settings = settings or Settings.from_env()
     if not settings.redis_url:
         raise RuntimeError("LIVEBLOG_REDIS_URL is not set; start the service with `liveblog serve`")
+    redis_url = settings.redis_url
     if dispatcher is None:
         dispatcher = os.environ.get("LIVEBLOG_DISPATCHER", "1") != "0"
     public_url = settings.public_url or "http://127.0.0.1:8000"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = pool_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        redis = pool_client(redis_url, timeout=settings.redis_timeout_seconds)
         app.state.settings = settings
         app.state.redis = redis
         app.state.media_library = MediaLibrary(settings.media_dir)
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.streams = StreamSlots(settings)
         app.state.authors = Authors(redis)
-        app.state.hub = Hub(settings.redis_url, app.state.presenter, buffer=settings.client_buffer,
+        app.state.hub = Hub(redis_url, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
                             redis_timeout=settings.redis_timeout_seconds)
         app.state.media = media_api.workers(settings)

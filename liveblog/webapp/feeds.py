@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import streamids, timefmt
+from liveblog.model import Blog, BlogUrls, PresentedBlog, PresentedEntry
 from liveblog.present import Presenter
 from liveblog.render import html_text, plain_embeds, xml_chars
 from liveblog.store import Store
@@ -42,12 +43,12 @@ _UNTITLED = {"it": "Aggiornamento delle {}", "en": "Update at {}"}
 
 @dataclass(frozen=True)
 class Snapshot:
-    blog: dict[str, Any]
-    entries: list[dict[str, Any]]
+    blog: PresentedBlog
+    entries: list[PresentedEntry]
     changed: datetime  # the blog's last change (any entry created, edited or deleted, or the blog itself)
 
     @property
-    def urls(self) -> dict[str, str]:
+    def urls(self) -> BlogUrls:
         return self.blog["urls"]
 
 
@@ -66,15 +67,15 @@ async def _snapshot(request: Request) -> Snapshot:
     return Snapshot(blog, entries, changed)
 
 
-def item_id(blog: dict[str, Any], entry_id: str | None = None) -> str:
+def item_id(blog: Blog, entry_id: str | None = None) -> str:
     """A stable ``urn:uuid:`` for the blog (``entry_id`` None) or one of its entries."""
     name = f"{blog['slug']}/{blog['created_at']}" + (f"/{entry_id}" if entry_id is not None else "")
     return uuid.uuid5(_ID_NAMESPACE, name).urn
 
 
-def entry_title(entry: dict[str, Any], language: str) -> str:
+def entry_title(entry: PresentedEntry, language: str) -> str:
     """The entry's title, else its first words, else "Aggiornamento delle 14.25"."""
-    if entry.get("title"):
+    if entry["title"]:
         return entry["title"]
     words = html_text(entry["body_html"]).split()
     if words:
@@ -104,7 +105,7 @@ def _author(parent: ET.Element, name: str, uri: str | None = None) -> None:
         _sub(author, "uri", uri)
 
 
-def _profile(entry: dict[str, Any]) -> dict[str, Any]:
+def _profile(entry: PresentedEntry) -> dict[str, Any]:
     return entry.get("author_profile") or {}
 
 
@@ -131,12 +132,13 @@ def atom_document(snap: Snapshot) -> bytes:
         _sub(node, "updated", entry["updated_at"])
         _sub(node, "published", entry["published_at"])
         _sub(node, "link", rel="alternate", type="text/html", href=entry["url"])
-        if entry.get("author"):
+        if entry["author"]:
             _author(node, entry["author"], _profile(entry).get("url"))
         if entry.get("key_event"):
             _sub(node, "category", term="key-event")
-        if entry.get("image"):
-            _sub(node, "link", rel="enclosure", type=_image_type(entry["image"]), href=entry["image"])
+        image = entry.get("image")
+        if image:
+            _sub(node, "link", rel="enclosure", type=_image_type(image), href=image)
         _sub(node, "content", plain_embeds(entry["body_html"]), type="html")
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
 

@@ -200,7 +200,7 @@ COMMON = {
 }
 AUTH = {"401": problem("no valid bearer token"), "403": problem("the token's role or blogs do not allow this")}
 NOT_FOUND = {"404": problem("no such blog, entry or subscription")}
-SECURED = [{"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 SLUG_PARAM = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string", "pattern": SLUG}}
 ENTRY_PARAM = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -129,17 +129,17 @@ async def _context(request: Request, *, embed: bool) -> dict[str, Any] | None:
             # The blog and its entries exactly as of the resume point `after`, in one atomic read:
             # the stream replays every change after it, none the page already shows.
             snap = await store.snapshot(slug, unpinned=max(MAX_UPDATES, PAGE_SIZE + 1))
-            blog, after, pinned, newest = snap.blog, snap.after, snap.pinned, snap.newest
-            unpinned = [e for e in newest if not e["pinned"]]
+            stored, after, stored_pinned, stored_newest = snap.blog, snap.after, snap.pinned, snap.newest
         else:  # the no-JavaScript "older updates" page: one page of the archive, not live
-            blog, after = await store.get_blog(slug), None
-            newest = pinned = []
-            unpinned = await store.list_entries(slug, limit=PAGE_SIZE + 1, before=before)
+            stored, after, stored_pinned = await store.get_blog(slug), None, []
+            stored_newest = await store.list_entries(slug, limit=PAGE_SIZE + 1, before=before)
     except (NotFound, ValidationError):
         return None
-    blog = presenter.blog(blog)
-    tz = blog["timezone"]
-    newest, pinned, unpinned = (presenter.entries(group, tz) for group in (newest, pinned, unpinned))
+    blog = presenter.blog(stored)
+    pinned = presenter.entries(stored_pinned, blog["timezone"])
+    newest = presenter.entries(stored_newest, blog["timezone"])
+    # The archive page lists every entry in order; the live page shows the pinned ones apart.
+    unpinned = newest if before is not None else [e for e in newest if not e["pinned"]]
     shown = unpinned[:PAGE_SIZE]
     more = len(unpinned) > PAGE_SIZE
     cursor = shown[-1]["id"] if more else None

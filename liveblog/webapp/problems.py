@@ -51,7 +51,8 @@ async def on_http_exception(_request: Request, exc: Exception) -> Response:
         404: "no such resource",
         405: "method not allowed on this resource",
     }.get(status, HTTPStatus(status).phrase)
-    return problem_response(status, HTTPStatus(status).phrase, str(detail), headers=exc.headers)
+    return problem_response(status, HTTPStatus(status).phrase, str(detail),
+                            headers=dict(exc.headers) if exc.headers else None)
 
 
 async def on_redis_down(_request: Request, exc: Exception) -> Response:

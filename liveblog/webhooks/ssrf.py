@@ -102,7 +102,7 @@ class AddressPolicy:
                 raise Refused(f"{host} does not resolve ({exc.strerror or exc})") from exc
             except UnicodeError as exc:  # the IDNA codec: an empty or over-long label (``a..b``, ``.a``)
                 raise Refused(f"{host} is not a valid host name ({exc})") from exc
-            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+            addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
         if not addresses:
             raise Refused(f"{host} has no address")
         for ip in addresses:

@@ -9,6 +9,7 @@ updated by the workers' delivery script. Every change to configuration or state 
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -229,7 +230,7 @@ class Subscriptions:
             pipe.incr(whkeys.VERSION)
             await pipe.execute()
 
-    async def deliveries(self, sub_id: str, limit: int) -> list[dict[str, Any]]:
+    async def deliveries(self, sub_id: str, limit: int) -> builtins.list[dict[str, Any]]:
         await self.load(sub_id)
         return [orjson.loads(raw) for raw in await self.redis.lrange(whkeys.log(sub_id), 0, limit - 1)]
 
