@@ -21,11 +21,13 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 CONNECT_CONCURRENCY = 200
 CONNECT_ATTEMPTS = 20
+HERD_CONCURRENCY = 10_000
 
 
 def raise_fd_limit() -> int:
@@ -50,16 +52,22 @@ class Reader:
     reconnect_ms: list[float] = field(default_factory=list)
     dropped_at: float | None = None
     retry_seen: bool = False
+    retry_ms: int = 3000  # the last ``retry:`` the server sent (EventSource's default until one comes)
+    reopen_at: float | None = None  # herd: when it last began reconnecting on its own
+    back_at: float | None = None  # herd: when the new stream's first frame arrived
+    left_at: float | None = None  # herd: when the server ended its stream
 
 
 class SSEProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection carrying one event stream."""
 
     __slots__ = ("_body", "_chunk_left", "_chunked", "_closing", "_head", "_skip", "_sse", "connected", "done",
-                 "reader", "request", "slow", "transport")
+                 "on_end", "reader", "request", "slow", "transport")
 
-    def __init__(self, reader: Reader, request: bytes, slow: bool, done: asyncio.Future[bool]) -> None:
+    def __init__(self, reader: Reader, request: bytes, slow: bool, done: asyncio.Future[bool],
+                 on_end: Callable[[Reader], None] | None = None) -> None:
         self.reader = reader
+        self.on_end = on_end  # called when the server ends a stream that had been answered with 200
         self.request = request
         self.slow = slow
         self.done = done  # resolved when the response head has arrived (True: 200)
@@ -162,6 +170,10 @@ class SSEProtocol(asyncio.Protocol):
                     has_data = True
                 elif line.startswith(b"retry:"):
                     reader.retry_seen = True
+                    with contextlib.suppress(ValueError):
+                        reader.retry_ms = int(line[6:].strip())
+                    if reader.reopen_at is not None and reader.back_at is None:
+                        reader.back_at = now
                     if reader.dropped_at is not None:
                         reader.reconnect_ms.append((now - reader.dropped_at) * 1000)
                         reader.dropped_at = None
@@ -182,6 +194,8 @@ class SSEProtocol(asyncio.Protocol):
             self.reader.ended += 1
         if self.reader.protocol is self:
             self.reader.protocol = None
+            if not self._closing and self.connected and self.on_end is not None:
+                self.on_end(self.reader)
 
     def close(self) -> None:
         self._closing = True
@@ -196,6 +210,11 @@ class LoadGen:
         self.readers: list[Reader] = []
         self.slow: list[Reader] = []
         self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        self._follow: Callable[[Reader], None] | None = None
+        self._reopening: set[asyncio.Task[bool]] = set()
+        # Browsers reconnect independently of each other: the herd is not queued behind the gate that
+        # paces the initial connects (a larger one only keeps the load generator's own fds in check).
+        self._herd_gate = asyncio.Semaphore(HERD_CONCURRENCY)
 
     def _request(self, reader: Reader) -> bytes:
         lines = [f"GET {reader.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream",
@@ -204,21 +223,25 @@ class LoadGen:
             lines.append(f"Last-Event-ID: {reader.last_id}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    async def open(self, reader: Reader, slow: bool = False) -> bool:
+    async def open(self, reader: Reader, slow: bool = False, gate: asyncio.Semaphore | None = None,
+                   head_timeout: float = 30) -> bool:
         """Connect and wait for the response head; retried when the listen backlog overflows."""
         loop = asyncio.get_running_loop()
         for attempt in range(CONNECT_ATTEMPTS):
-            async with self._gate:
+            async with gate or self._gate:
                 done: asyncio.Future[bool] = loop.create_future()
-                protocol = SSEProtocol(reader, self._request(reader), slow, done)
+                protocol = SSEProtocol(reader, self._request(reader), slow, done, self._follow)
                 try:
                     await asyncio.wait_for(loop.create_connection(lambda p=protocol: p, self.host, self.port), 15)
                     if slow:
                         return True  # it never reads, so it never sees the head
-                    if await asyncio.wait_for(done, 30):
+                    if await asyncio.wait_for(done, head_timeout):
                         return True
                 except (OSError, TimeoutError):
                     pass
+                # Give up on this attempt's connection: left open, a late answer would feed the same
+                # reader a second stream (duplicates that the server never sent twice).
+                protocol.close()
             await asyncio.sleep(min(0.05 * 2**attempt, 2.0) * random.random())
         return False
 
@@ -242,13 +265,38 @@ class LoadGen:
         results = await asyncio.gather(*(cycle(r) for r in self.readers))
         return {"reconnected": sum(results), "failed": len(results) - sum(results)}
 
+    def follow(self, port: int) -> dict[str, Any]:
+        """Herd mode: from now on, a reader whose stream the server ends reconnects on its own, as a
+        browser's EventSource does: after the ``retry:`` that stream sent, with ``Last-Event-ID``,
+        to ``port`` (the process that takes over, on the same Redis)."""
+        self.port = port
+
+        def reopen(reader: Reader) -> None:
+            reader.dropped_at = reader.left_at = time.time()
+            reader.back_at = reader.status = None
+
+            async def later() -> bool:
+                await asyncio.sleep(reader.retry_ms / 1000)
+                reader.reopen_at = time.time()
+                return await self.open(reader, gate=self._herd_gate, head_timeout=120)
+
+            task = asyncio.get_running_loop().create_task(later())
+            self._reopening.add(task)
+            task.add_done_callback(self._reopening.discard)
+
+        self._follow = reopen
+        for reader in self.readers:
+            if reader.protocol is not None:
+                reader.protocol.on_end = reopen
+        return {"following": len(self.readers)}
+
     async def wait(self, expected: dict[str, int], timeout: float) -> dict[str, Any]:
         """Until every reader still connected holds as many events as expected for its path (or the
         timeout). A reader whose stream the server ended is not waited for: nothing more reaches it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             behind = sum(1 for r in self.readers if len(r.ids) < expected.get(r.path, 0) and r.protocol is not None)
-            if not behind:
+            if not behind and not self._reopening:
                 return {"complete": True}
             await asyncio.sleep(0.1)
         return {"complete": False}
@@ -257,7 +305,23 @@ class LoadGen:
         latencies: list[float] = []
         delivered = exact = duplicates = ended = 0
         reconnect_ms: list[float] = []
+        caught_up_at: list[float] = []  # herd: when each reader, back, held every update posted before it left
+        back_at: list[float] = []
+        dropped_at: list[float] = []
+        retry_ms: list[int] = []
+        not_back: dict[str, int] = {}  # herd: readers that never got back, by the last status they saw
         for reader in self.readers:
+            if reader.left_at is not None and reader.back_at is None:
+                key = str(reader.status)
+                not_back[key] = not_back.get(key, 0) + 1
+            if reader.reopen_at is not None and reader.back_at is not None:
+                arrivals = dict(zip(reversed(reader.ids), reversed(reader.times), strict=True))  # first arrival
+                needed = [sid for sid in expected.get(reader.path, []) if sent.get(sid, 0.0) <= reader.reopen_at]
+                if all(sid in arrivals for sid in needed):
+                    caught_up_at.append(max([reader.back_at, *(arrivals[sid] for sid in needed)]))
+                back_at.append(reader.back_at)
+                dropped_at.append(reader.left_at or 0.0)
+                retry_ms.append(reader.retry_ms)
             want = expected.get(reader.path, [])
             delivered += len(set(reader.ids) & set(want))
             duplicates += len(reader.ids) - len(set(reader.ids))
@@ -271,7 +335,9 @@ class LoadGen:
                     latencies.append(round((at - sent[event_id]) * 1000, 2))
         return {"readers": len(self.readers), "expected": sum(len(expected.get(r.path, [])) for r in self.readers),
                 "delivered": delivered, "exact": exact, "duplicates": duplicates, "ended": ended,
-                "latencies": latencies, "reconnect_ms": reconnect_ms}
+                "latencies": latencies, "reconnect_ms": reconnect_ms, "caught_up_at": caught_up_at,
+                "back_at": back_at, "dropped_at": dropped_at, "retry_ms": retry_ms,
+                "not_back": [f"{status}: {count}" for status, count in not_back.items()]}
 
     def spread(self, sent: dict[str, float]) -> dict[str, list[float]]:
         """Per update, every reader's latency in ms (to see how one fan-out spreads out)."""

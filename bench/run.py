@@ -14,7 +14,9 @@ import dataclasses
 import datetime
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -334,6 +336,81 @@ async def scale_out(cfg: Config) -> list[Row]:
                 await target.close()
 
 
+HERD_INTERVAL = 0.2  # the editor posts every 200 ms throughout
+HERD_BEFORE = 2.0  # seconds of posting before process A gets SIGTERM
+HERD_AFTER = 10.0  # and after
+
+
+async def herd(cfg: Config) -> list[Row]:
+    """The deploy herd: ``cfg.readers`` readers on process A, SIGTERM to A; each reader reconnects on
+    its own to process B (same Redis) after the ``retry:`` its stream sent, with ``Last-Event-ID``,
+    while an editor posts to B every 200 ms. A reader is *caught up* once it is back on B and holds
+    every update posted before it began to reconnect; the note gives that moment, counted from the
+    SIGTERM, over all readers, and how many reconnects per second B absorbed."""
+    with Processes(cfg.workdir, cfg.profile) as procs:
+        _, redis_url = procs.redis()
+        first, second = (start(procs, "liveblog", redis_url) for _ in range(2))
+        for target in (first, second):
+            target.size = cfg.size
+        try:
+            paths = await first.make_blogs(1)
+            second.streams.update(first.streams)
+            await first.mark_heads()
+            second.heads.update(first.heads)
+            gens = await procs.loadgens(cfg.clients, "127.0.0.1", port_of(first))
+            connected = await gens.connect(paths * cfg.readers, last_event_id=first.heads[first.streams[paths[0]]])
+            await gens.all("follow", port=port_of(second))
+            await asyncio.sleep(SETTLE)
+            cpu0 = second.proc.cpu()
+            posting = asyncio.create_task(post_updates(second, paths, int((HERD_BEFORE + HERD_AFTER) / HERD_INTERVAL),
+                                                       HERD_INTERVAL))
+            await asyncio.sleep(HERD_BEFORE)
+            sigterm_at = time.time()
+            first.proc.popen.send_signal(signal.SIGTERM)
+
+            async def exited() -> float | None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(first.proc.popen.wait, WAIT)
+                    return time.time() - sigterm_at
+                return None
+
+            exiting = asyncio.create_task(exited())
+            await posting
+            seen = await collect(second, gens)
+            exit_s = await exiting
+            exited_after = f"{exit_s:.1f} s" if exit_s is not None else f"not within {WAIT:.0f} s"
+            caught = sorted(at - sigterm_at for at in seen["caught_up_at"])
+            back = sorted(seen["back_at"])
+            rate = len(back) / (back[-1] - sigterm_at) if back else 0.0
+            retry = sorted(seen["retry_ms"])
+            late = sum(1 for c in caught if c > 5.0) + (seen["readers"] - len(caught))
+            gaps = seen["expected"] - seen["delivered"]
+
+            def pcts(values: list[float]) -> str:
+                if not values:
+                    return "none"
+                return (f"p50 {statistics.median(values):.1f} s p99 {percentile(values, 0.99) or 0:.1f} s "
+                        f"max {values[-1]:.1f} s")
+
+            ended = sorted(at - sigterm_at for at in seen["dropped_at"])
+            note = (f"caught up after SIGTERM: {pcts(caught)}; A ended the streams after {pcts(ended)}; "
+                    f"{len(caught):,}/{seen['readers']:,} caught up, "
+                    f"{late:,} not within 5 s; {gaps:,} gaps, {seen['duplicates']:,} duplicates; "
+                    f"B absorbed {len(back):,} reconnects, {rate:,.0f}/s averaged from SIGTERM to the last one; "
+                    f"retry: sent {retry[0] if retry else 0}–{retry[-1] if retry else 0} ms; "
+                    f"A exited {exited_after} after SIGTERM; load generator CPU {gens.cpu():.1f} s")
+            if connected < cfg.readers:
+                note += f"; {cfg.readers - connected:,} readers could not connect to A"
+            if seen["not_back"]:
+                note += f"; readers never back on B, by last HTTP status (None: no answer): {seen['not_back']}"
+            seen["ended"] = 0  # A ended them: that is the scenario
+            seen["duplicates"] = 0  # already in the note
+            return [make_row("deploy herd", second, seen, rss=None, cpu=second.proc.cpu() - cpu0, note=note)]
+        finally:
+            await first.close()
+            await second.close()
+
+
 WEBHOOK_SUBSCRIPTIONS = 50
 WEBHOOK_ENV = {"LIVEBLOG_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "LIVEBLOG_WEBHOOK_TIMEOUT": "5",
                "LIVEBLOG_WEBHOOK_RETRY_SCHEDULE": "60"}
@@ -471,6 +548,7 @@ SCENARIOS: dict[str, Callable[[Config], Awaitable[list[Row]]]] = {
     "scaleout": scale_out,
     "webhooks": webhooks,
     "uploads": uploads,
+    "herd": herd,
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from bench.loadgen import Reader, SSEProtocol
-from bench.run import Config, one_blog, storm
+from bench.run import Config, herd, one_blog, storm
 
 
 async def test_every_reader_gets_every_update_once_in_order(tmp_path: Path) -> None:
@@ -26,6 +26,18 @@ async def test_reconnect_storm_resumes_without_gap_or_duplicate(tmp_path: Path) 
     assert row.delivered == row.expected
     assert row.exact == row.readers == 200
     assert "reconnects failed" not in row.note
+
+
+async def test_deploy_herd_readers_follow_to_the_second_process_exactly_once(tmp_path: Path) -> None:
+    """SIGTERM to the process holding every reader: each reconnects on its own to the other process
+    (after its stream's ``retry:``, with ``Last-Event-ID``) and ends with every update exactly once."""
+    cfg = Config(readers=150, clients=1, workdir=tmp_path)
+    [row] = await herd(cfg)
+    assert row.expected > 150 * 10
+    assert row.delivered == row.expected
+    assert row.exact == row.readers == 150
+    assert "150/150 caught up" in row.note
+    assert "never back" not in row.note
 
 
 class _Transport:
