@@ -1,13 +1,14 @@
 """Fan-out: one Redis reader per process, shared by every SSE client of that process.
 
-The reader runs a single ``XREAD BLOCK`` over the streams of all blogs that have at least one local
-reader, on its own connection. Each change is encoded to SSE bytes once and appended to its blog's
+The reader runs a single blocking read of the change log (``ChangeLog.read``: in Redis one
+``XREAD BLOCK`` on its own connection) over all blogs that have at least one local reader. Each change
+is presented (``liveblog.present``) and encoded to SSE bytes once and appended to its blog's
 channel, a bounded history shared by the blog's local readers; a reader that falls further behind
 than that history is cut off (it resumes with ``Last-Event-ID``), so a slow reader never slows the
 others, the reader loop, or the process's memory.
 
-A change in the set of streams (a blog's first local reader) interrupts the blocking read by adding
-an item to this process's wake-up stream, which the read always includes.
+A change in the set of blogs (a blog's first local reader) interrupts the blocking read
+(``ChangeLog.wake``).
 
 Every change carries its blog's change number (stream field ``n``: 1, 2, 3, ...). The reader keeps
 the last one per blog; a number that does not follow it means the store lost or rolled back changes
@@ -22,16 +23,14 @@ import asyncio
 import gc
 import itertools
 import logging
-import os
 import signal
-import uuid
 from collections import deque
 
 from sse_starlette import ServerSentEvent
 
-from liveblog import keys, metrics, streamids
+from liveblog import metrics, streamids
+from liveblog.changelog import Change, ChangeLog
 from liveblog.present import Presenter
-from liveblog.redisconn import DEFAULT_TIMEOUT, blocking_client, pool_client
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +213,9 @@ class Subscriber:
 class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
-    def __init__(self, redis_url: str, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
-                 send_timeout: float = 10.0, redis_timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.redis_url = redis_url
+    def __init__(self, changes: ChangeLog, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
+                 send_timeout: float = 10.0) -> None:
+        self.changes = changes  # its blocking read is this hub's alone
         self.presenter = presenter
         self.buffer = buffer
         self.heartbeat = heartbeat
@@ -225,11 +224,6 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self.cursors: dict[str, str] = {}
         self.numbers: dict[str, int | None] = {}  # last change number read per blog (None: unknown)
-        self.wake_key = f"lb:wake:{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._wake_cursor = "0-0"
-        self._pool = pool_client(redis_url, max_connections=10, timeout=redis_timeout)
-        self._reader = blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + redis_timeout,
-                                       connect_timeout=redis_timeout)
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
@@ -244,12 +238,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        try:
-            await self._pool.delete(self.wake_key)
-        except Exception:  # Redis may be gone at shutdown; the key expires anyway.
-            pass
-        await self._reader.aclose()
-        await self._pool.aclose()
+        await self.changes.close()
 
     async def subscribe(self, slug: str, timezone: str) -> Subscriber:
         """Register a client of blog ``slug`` (whose timezone is ``timezone``). Every change after this
@@ -273,13 +262,13 @@ class Hub:
             self._cut(sub, "shutdown")
         if slug not in self.cursors:
             try:
-                newest = await self._pool.xrevrange(keys.stream(slug), count=1)
+                newest = await self.changes.newest(slug)
                 if slug not in self.cursors:
-                    self.cursors[slug] = newest[0][0] if newest else "0-0"
-                    self.numbers[slug] = _number(newest[0][1]) if newest else None
+                    self.cursors[slug] = newest.id if newest else "0-0"
+                    self.numbers[slug] = newest.number if newest else None
                 if channel.floor is None and not channel.resync and self.channels.get(slug) is channel:
                     channel.floor = streamids.parse(self.cursors[slug])
-                await self._wake()
+                await self.changes.wake()  # the read in progress now includes this blog
             except BaseException:
                 self.unsubscribe(sub)
                 if slug not in self.channels:
@@ -312,11 +301,7 @@ class Hub:
         if newest is None or newest == (0, 0):
             return False
         sid = streamids.fmt(newest)
-        async with self._pool.pipeline(transaction=False) as pipe:
-            pipe.xrange(keys.stream(channel.slug), min=sid, max=sid, count=1)
-            pipe.get(keys.trimmed(channel.slug))
-            found, trimmed = await pipe.execute()
-        if found or (trimmed is not None and newest <= (streamids.parse(trimmed) or (0, 0))):
+        if await self.changes.kept(channel.slug, sid):
             return True
         if channel.newest == newest and not channel.resync:
             log.warning("blog %s: change %s is gone from the store (emptied or rolled back); resetting its "
@@ -325,36 +310,25 @@ class Hub:
             self._publish(channel, None, None, rollback=True)
         return False
 
-    async def _wake(self) -> None:
-        """Interrupt the blocking read so that it includes the streams added since it started.
-
-        Every addition wakes it: skipping a wake while another is in flight could leave a blog
-        out of the read until the block times out.
-        """
-        async with self._pool.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-            pipe.expire(self.wake_key, 3600)
-            await pipe.execute()
-
     def _forget(self, slug: str) -> None:
         """Drop a blog from the read (nobody here reads it)."""
         self.cursors.pop(slug, None)
         self.numbers.pop(slug, None)
 
-    def _dispatch(self, slug: str, items: list[tuple[str, dict[str, str]]]) -> None:
+    def _dispatch(self, slug: str, changes: list[Change]) -> None:
         channel = self.channels.get(slug)
-        for sid, fields in items:
+        for change in changes:
+            sid = change.id
             self.cursors[slug] = sid
-            number, last = _number(fields), self.numbers.get(slug)
+            number, last = change.number, self.numbers.get(slug)
             self.numbers[slug] = number
             rollback = number is not None and last is not None and number != last + 1
             if rollback:
                 log.warning("blog %s: change %s follows change %s: the store lost or rolled back changes; "
                             "resetting its readers", slug, number, last)
             if channel is not None:
-                event_type = fields.get("type", "message")
-                data = self.presenter.change(event_type, fields.get("data", "{}"), channel.timezone)
-                self._publish(channel, streamids.parse(sid), encode_event(sid, event_type, data), rollback=rollback)
+                data = self.presenter.change(change.type, change.data, channel.timezone)
+                self._publish(channel, streamids.parse(sid), encode_event(sid, change.type, data), rollback=rollback)
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
 
     def announce(self, slug: str, frame: bytes) -> None:
@@ -382,10 +356,8 @@ class Hub:
             # Blogs nobody here reads any more are dropped from the read.
             for slug in [s for s in self.cursors if s not in self.channels]:
                 self._forget(slug)
-            streams = {keys.stream(slug): cursor for slug, cursor in self.cursors.items()}
-            streams[self.wake_key] = self._wake_cursor
             try:
-                response = await self._reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                found = await self.changes.read(dict(self.cursors), READ_COUNT, BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection refused/reset, Redis restarting, loading...
@@ -396,11 +368,8 @@ class Hub:
                 continue
             self.connected.set()
             backoff = 0.1
-            for stream_key, items in response or ():
-                if stream_key == self.wake_key:
-                    self._wake_cursor = items[-1][0]
-                else:
-                    self._dispatch(keys.slug_of_stream(stream_key), items)
+            for slug, changes in found.items():
+                self._dispatch(slug, changes)
 
     def close_all(self, reason: str) -> None:
         """End every local stream (their responses finish cleanly) and refuse new ones."""
@@ -446,12 +415,6 @@ class Hub:
                     self._publish(channel, None, HEARTBEAT)
                 for sub in [s for s in channel.writing if s.sending < late]:
                     self._cut(sub, "send timeout")
-
-
-def _number(fields: dict[str, str]) -> int | None:
-    """A change's number (field ``n``); None for changes written before numbers existed."""
-    raw = fields.get("n")
-    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def _tune_gc() -> None:

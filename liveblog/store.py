@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import keys, timefmt
+from liveblog.changelog import ChangeLog, RedisChangeLog
 from liveblog.model import Blog, Entry
 from liveblog.render import MediaLookup, plain_text, render, xml_chars
 
@@ -79,12 +80,6 @@ return {'ok', sid}
 # KEYS: 1 stream, 2 blog hash, 3 pinned zset, 4 order zset, 5 entries hash.
 # ARGV: 1 how many unpinned entries are wanted (as many more newest are read as there are pinned ones).
 # Returns {newest change ID or '0-0', blog doc or false, pinned entries, newest entries}.
-# How many changes follow ARGV[1] (an exclusive XRANGE start), counting no further than ARGV[2]:
-# only the number leaves Redis.
-_COUNT_AFTER = """
-return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-"""
-
 _SNAPSHOT = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local doc = redis.call('HGET', KEYS[2], 'doc')
@@ -122,15 +117,6 @@ class NotFound(StoreError):
 class Conflict(StoreError):
     status = 409
     title = "Conflict"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One item of a blog's change log, as read back from the stream."""
-
-    id: str
-    type: str
-    data: str  # JSON, exactly as written: encoded once, sent as is
 
 
 @dataclass(frozen=True)
@@ -199,7 +185,7 @@ class Store:
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
         self._snapshot = redis.register_script(_SNAPSHOT)
-        self._count_after = redis.register_script(_COUNT_AFTER)
+        self.changes: ChangeLog = RedisChangeLog(redis)  # reads of the blogs' change logs
 
     # ---- low level -------------------------------------------------------------------------
 
@@ -468,26 +454,3 @@ class Store:
             raise NotFound(f"no blog '{slug}'")
         return Snapshot(after, cast(Blog, orjson.loads(doc)), [self._load_entry(raw) for raw in pinned if raw],
                         [self._load_entry(raw) for raw in entries if raw])
-
-    # ---- change log ------------------------------------------------------------------------
-
-    async def last_change_id(self, slug: str) -> str:
-        """The ID of the newest change, or ``0-0``: a page rendered now resumes its stream from here."""
-        newest = await self.redis.xrevrange(keys.stream(slug), count=1)
-        return newest[0][0] if newest else "0-0"
-
-    async def trimmed_upto(self, slug: str) -> str | None:
-        return await self.redis.get(keys.trimmed(slug))
-
-    async def has_change(self, slug: str, sid: str) -> bool:
-        """Whether the change log holds a change with exactly this ID."""
-        return bool(await self.redis.xrange(keys.stream(slug), min=sid, max=sid, count=1))
-
-    async def count_changes_after(self, slug: str, after: str, limit: int) -> int:
-        """How many changes follow ``after``, counted up to ``limit`` (a bounded count, in Redis)."""
-        return int(await self._count_after(keys=[keys.stream(slug)], args=[f"({after}", limit]))
-
-    async def changes_after(self, slug: str, after: str, count: int = 500) -> list[Change]:
-        """Changes strictly after ``after``, oldest first."""
-        items = await self.redis.xrange(keys.stream(slug), min=f"({after}", max="+", count=count)
-        return [Change(sid, fields["type"], fields["data"]) for sid, fields in items]

@@ -1,8 +1,14 @@
-"""The fan-out's pieces in-process: frames (sse-starlette's encoder)."""
+"""The fan-out's pieces in-process: frames (sse-starlette's encoder), and Channel, Subscriber and Hub
+on an in-memory change log (the real-server tests in test_sse.py cover them on Redis)."""
 
 from __future__ import annotations
 
-from liveblog.fanout import encode_event
+import pytest
+
+from liveblog import streamids
+from liveblog.changelog import MemoryChangeLog
+from liveblog.fanout import Channel, Hub, Subscriber, encode_event
+from liveblog.present import Presenter
 from tests.sse_client import SSEClient
 
 
@@ -26,3 +32,84 @@ def test_multi_line_data_is_framed_as_one_data_line_per_line() -> None:
 def test_single_line_json_frames_are_unchanged_on_the_wire() -> None:
     data = '{"id":"1","body_html":"<p>a</p>"}'
     assert encode_event("5-1", "entry.created", data) == f"id: 5-1\nevent: entry.created\ndata: {data}\n\n".encode()
+
+
+# ---- Channel, Subscriber and Hub on an in-memory change log ----------------------------------
+
+async def started_hub(log: MemoryChangeLog, buffer: int = 8) -> Hub:
+    hub = Hub(log, Presenter("https://x.example"), buffer=buffer, heartbeat=3600, send_timeout=3600)
+    await hub.start()
+    return hub
+
+
+async def published(channel: Channel, count: int) -> None:
+    """Wait until the channel has published ``count`` frames in all."""
+    while channel.end < count:
+        await channel.changed()
+
+
+async def test_a_resume_inside_the_channel_history_is_served_from_memory() -> None:
+    log = MemoryChangeLog()
+    hub = await started_hub(log)
+    try:
+        before = log.append("b", "note", '"zero"')
+        sub = await hub.subscribe("b", "Europe/Rome")
+        assert sub.channel.floor == streamids.parse(before.id)  # the channel starts at the log's newest
+        changes = [log.append("b", "note", f'"n{i}"') for i in range(3)]
+        await published(sub.channel, 3)
+        cached = sub.channel.changes_after(streamids.parse(changes[0].id) or (0, 0))
+        assert cached is not None
+        assert [frame for _, frame in cached] == [encode_event(c.id, "note", c.data) for c in changes[1:]]
+        assert sub.channel.changes_after(streamids.parse(before.id) or (0, 0)) is not None
+        # A resume point older than the history is not served from memory (the caller asks the log).
+        assert sub.channel.changes_after((0, 1)) is None
+        data, last = sub.take(None)
+        assert data == b"".join(encode_event(c.id, "note", c.data) for c in changes)
+        assert last == streamids.parse(changes[-1].id)
+    finally:
+        await hub.stop()
+
+
+async def test_a_reader_left_behind_the_history_is_cut_off_as_overflow() -> None:
+    log = MemoryChangeLog()
+    hub = await started_hub(log, buffer=2)
+    try:
+        slow = await hub.subscribe("b", "UTC")
+        for i in range(3):
+            log.append("b", "note", f'"n{i}"')
+        await published(slow.channel, 3)
+        fast = Subscriber(slow.channel)  # joins now: nothing missed
+        assert slow.take(None) == (b"", None) and slow.closed == "overflow"
+        assert fast.closed is None and fast.idle()
+    finally:
+        await hub.stop()
+
+
+async def test_a_failure_during_subscribe_leaves_nothing_registered() -> None:
+    log = MemoryChangeLog()
+    hub = await started_hub(log)
+    try:
+        log.fail_next(ConnectionError("log unavailable"))
+        with pytest.raises(ConnectionError):
+            await hub.subscribe("b", "UTC")
+        assert "b" not in hub.channels and "b" not in hub.cursors
+        sub = await hub.subscribe("b", "UTC")  # and the next one works
+        change = log.append("b", "note", '"after"')
+        await published(sub.channel, 1)
+        assert sub.take(None) == (encode_event(change.id, "note", '"after"'), streamids.parse(change.id))
+    finally:
+        await hub.stop()
+
+
+async def test_memory_log_resume_checks_match_the_redis_ones() -> None:
+    log = MemoryChangeLog()
+    changes = [log.append("b", "note", f'"n{i}"') for i in range(5)]
+    log.trim("b", keep=2)
+    assert await log.trimmed("b") == changes[2].id
+    assert not await log.needs_reset("b", streamids.parse(changes[2].id) or (0, 0))  # exactly the trim point
+    assert await log.needs_reset("b", streamids.parse(changes[1].id) or (0, 0))  # trimmed away
+    assert not await log.needs_reset("b", streamids.parse(changes[3].id) or (0, 0))
+    assert await log.needs_reset("b", (1, 0))
+    assert [c.id for c in await log.after("b", changes[2].id, 10)] == [changes[3].id, changes[4].id]
+    assert await log.count_after("b", changes[2].id, 1) == 1
+    assert await log.kept("b", changes[0].id) and not await log.kept("b", "99999999999999-0")

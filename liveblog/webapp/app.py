@@ -18,12 +18,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from liveblog.authors import Authors
+from liveblog.changelog import RedisChangeLog
 from liveblog.config import Settings
-from liveblog.fanout import Hub
+from liveblog.fanout import BLOCK_MS, Hub
 from liveblog.media import MediaLibrary
 from liveblog.presence import Presence
 from liveblog.present import Presenter
-from liveblog.redisconn import pool_client
+from liveblog.redisconn import blocking_client, pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
 from liveblog.webapp import api, authors_api, editor, feeds, media_api, openapi, pages, sse, update_page, webhooks_api
@@ -81,9 +82,13 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.streams = StreamSlots(settings)
         app.state.authors = Authors(redis)
-        app.state.hub = Hub(redis_url, app.state.presenter, buffer=settings.client_buffer,
-                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
-                            redis_timeout=settings.redis_timeout_seconds)
+        # The hub's own change log: a small pool, and a dedicated connection for its blocking read.
+        timeout = settings.redis_timeout_seconds
+        hub_log = RedisChangeLog(pool_client(redis_url, max_connections=10, timeout=timeout),
+                                 blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + timeout,
+                                                 connect_timeout=timeout))
+        app.state.hub = Hub(hub_log, app.state.presenter, buffer=settings.client_buffer,
+                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         app.state.media = media_api.workers(settings)
         await app.state.hub.start()
         app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)

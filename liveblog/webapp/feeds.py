@@ -59,7 +59,7 @@ async def _snapshot(request: Request) -> Snapshot:
     blog = presenter.blog(await store.get_blog(slug))  # NotFound -> 404 problem
     # Read before the entries: if a change lands in between, the feed claims an older time than
     # its content (harmless: a client re-fetches once) and never a newer one (a stale 304 for good).
-    last = streamids.parse(await store.last_change_id(slug))
+    last = streamids.parse(await store.changes.newest_id(slug))
     entries = presenter.entries(await store.list_entries(slug, limit=FEED_SIZE), blog["timezone"])
     changed = timefmt.parse_rfc3339(blog["updated_at"])
     if last is not None and last[0] > 0:

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from liveblog import streamids
+from liveblog.changelog import ChangeLog
 from liveblog.fanout import Hub, Subscriber, encode_event
 from liveblog.store import Store
 from liveblog.webapp.clients import StreamSlots, client_key
@@ -41,21 +42,6 @@ def _resume_point(request: Request) -> streamids.StreamId | None:
     if parsed is None:
         raise Problem(400, f"Last-Event-ID must be a stream ID such as 1732540000000-0, not {raw[:80]!r}")
     return parsed
-
-
-async def _needs_reset(store: Store, slug: str, after: streamids.StreamId) -> bool:
-    """True unless the change log holds ``after`` itself (or it is exactly where trimming stopped, or
-    ``0-0`` with nothing trimmed): an ID older than the trimmed part, from another stream, or from
-    changes the store lost or rolled back. (Ordering alone cannot tell: after a rollback, new
-    changes get IDs above the lost ones.)"""
-    trimmed = await store.trimmed_upto(slug)
-    if trimmed is not None:
-        start = streamids.parse(trimmed) or (0, 0)
-        if after <= start:
-            return streamids.lost_to_trimming(after, trimmed)
-    elif after == (0, 0):
-        return False
-    return not await store.has_change(slug, streamids.fmt(after))
 
 
 class EventStream:
@@ -109,7 +95,7 @@ class EventStream:
     async def _catch_up(self, send: Send) -> streamids.StreamId | None:
         """``retry:``, then every change after the client's resume point (or a ``reset``): from the
         channel's history when it covers the resume point, else from the stream in Redis."""
-        store: Store = self.request.app.state.store
+        changes: ChangeLog = self.request.app.state.store.changes
         sub, after = self.sub, self.after
         slug = sub.slug
         settings = self.request.app.state.settings
@@ -125,20 +111,20 @@ class EventStream:
             if cached:
                 last = cached[-1][0]
         elif cached is not None:
-            frame, last = await _reset(store, slug, "too far behind")
+            frame, last = await _reset(changes, slug, "too far behind")
             frames.append(frame)
         elif after is not None:
-            if await _needs_reset(store, slug, after):
-                frame, last = await _reset(store, slug, "resume point no longer available")
+            if await changes.needs_reset(slug, after):
+                frame, last = await _reset(changes, slug, "resume point no longer available")
                 frames.append(frame)
             else:
                 # One page at a time, each sent before the next is read: a resume holds at most one
                 # page of changes in memory. More than `limit` behind gets a reset instead; counting is
                 # needed only when the first page is full (most resumes are a few changes behind).
-                page = await store.changes_after(slug, streamids.fmt(after), min(CATCH_UP_PAGE, limit + 1))
-                if len(page) > limit or (len(page) == CATCH_UP_PAGE and await store.count_changes_after(
+                page = await changes.after(slug, streamids.fmt(after), min(CATCH_UP_PAGE, limit + 1))
+                if len(page) > limit or (len(page) == CATCH_UP_PAGE and await changes.count_after(
                         slug, streamids.fmt(after), limit + 1) > limit):
-                    frame, last = await _reset(store, slug, "too far behind")
+                    frame, last = await _reset(changes, slug, "too far behind")
                     frames.append(frame)
                     page = []
                 present, tz = self.request.app.state.presenter.change, sub.channel.timezone
@@ -150,14 +136,14 @@ class EventStream:
                         break
                     await _send(send, sub, b"".join(frames))
                     frames = []
-                    page = await store.changes_after(slug, page[-1].id, CATCH_UP_PAGE)
+                    page = await changes.after(slug, page[-1].id, CATCH_UP_PAGE)
         await _send(send, sub, b"".join(frames))
         return last
 
 
-async def _reset(store: Store, slug: str, reason: str) -> tuple[bytes, streamids.StreamId | None]:
+async def _reset(changes: ChangeLog, slug: str, reason: str) -> tuple[bytes, streamids.StreamId | None]:
     """The ``reset`` frame (the page reloads) and the position it leaves the reader at."""
-    newest = await store.last_change_id(slug)
+    newest = await changes.newest_id(slug)
     return encode_event(newest, "reset", f'{{"reason":"{reason}; reload"}}'), streamids.parse(newest)
 
 

@@ -28,11 +28,11 @@ async def replay(store: Store, presenter: Presenter, queue: DeliveryQueue, sub: 
     slugs = await store.blog_slugs() if "*" in sub.blogs else list(sub.blogs)
     queued, incomplete, truncated = 0, [], False
     for slug in slugs:
-        if streamids.lost_to_trimming(since, await store.trimmed_upto(slug)):
+        if streamids.lost_to_trimming(since, await store.changes.trimmed(slug)):
             incomplete.append(slug)
         cursor = streamids.fmt(since)
         while queued < MAX_REPLAY:
-            changes = await store.changes_after(slug, cursor, count=min(PAGE, MAX_REPLAY - queued))
+            changes = await store.changes.after(slug, cursor, min(PAGE, MAX_REPLAY - queued))
             if not changes:
                 break
             tz = await store.timezone(slug)
