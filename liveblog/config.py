@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from liveblog.redisconn import SENTINEL_SCHEME, parse_sentinel_url
+
 Num = TypeVar("Num", int, float)
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 PUBLIC_SCHEMES = ("http", "https")
 
 # Which commands use a variable (``liveblog CMD --help`` lists it); "token" covers its subcommands.
@@ -145,6 +147,12 @@ def _url(env: _Env, name: str, *, schemes: tuple[str, ...], doc: str, used_by: t
         raise SettingError(name, f"must name a socket path (unix:///path/to/redis.sock), got {raw!r}")
     if parts.scheme != "unix" and not (parts.hostname if single_host else parts.netloc):
         raise SettingError(name, f"must name a host, got {raw!r}")
+    if parts.scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(raw)
+        except ValueError as exc:
+            raise SettingError(name, f"{exc}: the form is redis+sentinel://host:port[,host:port...]/SERVICE[/DB]"
+                               ) from None
     if parts.scheme in PUBLIC_SCHEMES:
         if parts.query or parts.fragment:
             raise SettingError(name, f"must be a base URL without query or fragment, got {raw!r}")

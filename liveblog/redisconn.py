@@ -14,18 +14,113 @@ still replaced before use: the pool checks each connection it hands out (``ensur
 but redis-py 8 skips that check when "maintenance notifications" are on (its default with RESP3), so
 they are turned off here; without that, the first command on each pooled connection after a restart
 failed with "Connection closed by server".
+
+A ``redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]`` URL gives the same two kinds
+of client, but each connection asks the Sentinels for the current primary of SERVICE when it
+connects: after a failover, the next connection goes to the new primary (redis-py closes idle ones to
+the old primary, and turns a ``READONLY`` answer from a demoted primary into a ``ConnectionError``).
+The password, if any, is the data nodes' one; the Sentinels are asked without one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 POOL_SIZE = 50
 DEFAULT_TIMEOUT = 5.0
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """What a ``redis+sentinel://`` URL names."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/DB]``; ``ValueError``
+    naming the bad part otherwise. A host without a port uses Sentinel's 26379."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    sentinels = []
+    for item in hostlist.split(","):
+        host, port = _host_port(item.strip())
+        sentinels.append((host, port))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError("must end with /SERVICE or /SERVICE/DB (the name the Sentinels monitor)")
+    service = unquote(path[0])
+    db = path[1] if len(path) == 2 else "0"
+    if not db.isdigit():
+        raise ValueError(f"database must be a number, got {db!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("takes no query or fragment")
+    return SentinelURL(tuple(sentinels), service, int(db), unquote(username) or None, unquote(password) or None)
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    if not item:
+        raise ValueError("empty entry in the Sentinel host list")
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"Sentinel entry {item!r} has no host")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"Sentinel entry {item!r} has no valid port")
+    return host, int(port) if port else SENTINEL_PORT
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (asks for the primary on each connect) that waits for a free connection like
+    the plain pool instead of failing with "Too many connections"."""
+
+
+class _SentinelClient(aioredis.Redis):
+    """Closes the Sentinel connections along with the data connections."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        await super().aclose(close_connection_pool)
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def _client(url: str, **pool_kwargs: Any) -> aioredis.Redis:
+    """A client on one connection pool with ``pool_kwargs``, through Sentinel if the URL says so."""
+    common = dict(decode_responses=True, retry=no_retry(),
+                  maint_notifications_config=MaintNotificationsConfig(enabled=False))
+    if not url.startswith(SENTINEL_SCHEME + "://"):
+        return aioredis.Redis(connection_pool=BlockingConnectionPool.from_url(url, **common, **pool_kwargs))
+    target = parse_sentinel_url(url)
+    connect_timeout = pool_kwargs.get("socket_connect_timeout") or DEFAULT_TIMEOUT
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(
+        socket_timeout=connect_timeout, socket_connect_timeout=connect_timeout, retry=no_retry(),
+        decode_responses=True))
+    return sentinel.master_for(target.service, redis_class=_SentinelClient,
+                               connection_pool_class=_BlockingSentinelPool, db=target.db,
+                               username=target.username, password=target.password, **common, **pool_kwargs)
 
 
 def no_retry() -> Retry:
@@ -36,18 +131,8 @@ def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = 
     """The shared client. ``timeout`` bounds each step of a command: waiting for a free connection,
     connecting, and each read of the answer; a Redis that stalls longer fails the command
     (``TimeoutError``, a 503 for the API) instead of holding the request."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        retry=no_retry(),
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-    )
-    return aioredis.Redis(connection_pool=pool)
+    return _client(url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+                   socket_connect_timeout=timeout, health_check_interval=30)
 
 
 def blocking_client(url: str, *, read_timeout: float | None = None, connect_timeout: float = DEFAULT_TIMEOUT
@@ -58,14 +143,5 @@ def blocking_client(url: str, *, read_timeout: float | None = None, connect_time
     ``read_timeout`` must exceed the longest ``BLOCK`` the loop uses; it only catches a server
     that vanished without closing the connection.
     """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=1,
-        timeout=None,
-        decode_responses=True,
-        socket_timeout=read_timeout,
-        socket_connect_timeout=connect_timeout,
-        retry=no_retry(),
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-    )
-    return aioredis.Redis(connection_pool=pool)
+    return _client(url, max_connections=1, timeout=None, socket_timeout=read_timeout,
+                   socket_connect_timeout=connect_timeout)

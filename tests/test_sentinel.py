@@ -1,0 +1,125 @@
+"""``redis+sentinel://`` URLs: parsing and validation, and a real Sentinel failover (``SENTINEL
+FAILOVER`` and a SIGKILLed primary) under a connected reader and a writing editor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from liveblog.cli import _redacted
+from liveblog.config import SettingError, Settings
+from liveblog.redisconn import SentinelURL, parse_sentinel_url
+from tests.conftest import admin
+from tests.sentinels import SentinelSetup
+from tests.sse_client import Event, SSEClient
+
+
+def test_sentinel_url_names_hosts_service_db_and_password() -> None:
+    assert parse_sentinel_url("redis+sentinel://:s3cret@a:26380,b,[::1]:5000/main/2") == SentinelURL(
+        (("a", 26380), ("b", 26379), ("::1", 5000)), "main", 2, None, "s3cret")
+    assert parse_sentinel_url("redis+sentinel://h:1/svc") == SentinelURL((("h", 1),), "svc")
+
+
+@pytest.mark.parametrize("url", [
+    "redis+sentinel://a:26379,b:26379",            # no service
+    "redis+sentinel://a:26379/",                   # empty service
+    "redis+sentinel://a:26379,,b:26379/svc",       # empty host entry
+    "redis+sentinel://a:notaport/svc",
+    "redis+sentinel://a:70000/svc",
+    "redis+sentinel://:26379/svc",                 # no host
+    "redis+sentinel://a:26379/svc/zero",           # database not a number
+    "redis+sentinel://a:26379/svc/0/extra",
+    "redis+sentinel://a:26379/svc?x=1",
+])
+def test_sentinel_url_setting_rejects_bad_host_list_or_service(url: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        Settings.from_env({"LIVEBLOG_REDIS_URL": url})
+    assert caught.value.name == "LIVEBLOG_REDIS_URL"
+    assert str(caught.value).startswith("LIVEBLOG_REDIS_URL ")
+
+
+def test_sentinel_url_password_is_redacted_in_messages() -> None:
+    shown = _redacted("redis+sentinel://:s3cret@a:26379,b:26379/mymaster")
+    assert "s3cret" not in shown and shown.endswith("a:26379,b:26379/mymaster")
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_editor(sentinels: SentinelSetup) -> dict[str, str]:
+    """An editor token made with the CLI through the Sentinel URL."""
+    out = subprocess.run(
+        [sys.executable, "-m", "liveblog", "token", "create", "--name", "Sentinel", "--role", "editor"],
+        env={"PATH": "/usr/bin:/bin", "LIVEBLOG_REDIS_URL": sentinels.url}, capture_output=True, text=True,
+        check=True)
+    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def sentinel_server(service_factory, sentinels: SentinelSetup):  # type: ignore[no-untyped-def]
+    return service_factory("serve", env={"LIVEBLOG_REDIS_URL": sentinels.url})
+
+
+async def _write_through(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body: str,
+                         answers: list[int]) -> str:
+    """Post one entry, retrying 503s with the same Idempotency-Key (as a client should) until 201."""
+    key = uuid.uuid4().hex
+    for _ in range(300):
+        with contextlib.suppress(httpx.TransportError):
+            response = await http.post(f"/api/blogs/{slug}/entries", json={"body": body},
+                                       headers={**editor, "Idempotency-Key": key})
+            answers.append(response.status_code)
+            if response.status_code == 201:
+                return str(response.json()["id"])
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert "retry-after" in response.headers
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{body!r} never succeeded: {answers[-5:]}")
+
+
+@pytest.mark.parametrize("how", ["sentinel-failover", "primary-killed"])
+async def test_sentinel_failover_readers_get_every_acknowledged_entry_once(
+        how: str, sentinels: SentinelSetup, sentinel_server, sentinel_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    slug = f"sentinel-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=sentinel_server.url, timeout=10) as http:
+        created = await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "Sentinel"})
+        assert created.status_code == 201, created.text
+        async with SSEClient(f"{sentinel_server.url}/blogs/{slug}/events") as reader:
+            answers: list[int] = []
+            acknowledged = [await _write_through(http, slug, sentinel_editor, f"before {i}", answers)
+                            for i in range(3)]
+            old_primary = sentinels.primary_port()
+            change = asyncio.create_task(asyncio.to_thread(
+                sentinels.failover if how == "sentinel-failover" else sentinels.kill_primary))
+            i = 0
+            while not change.done():  # the editor keeps writing through the failover
+                acknowledged.append(await _write_through(http, slug, sentinel_editor, f"during {i}", answers))
+                i += 1
+                await asyncio.sleep(0.05)
+            new_primary = await change
+            assert new_primary != old_primary
+            acknowledged += [await _write_through(http, slug, sentinel_editor, f"after {i}", answers)
+                             for i in range(3)]
+            received: list[Event] = await reader.until(
+                lambda e: e.event == "reset" or (e.event == "entry.created" and e.json["id"] == acknowledged[-1]),
+                timeout=30)
+    ids = [e.json["id"] for e in received if e.event == "entry.created"]
+    assert len(ids) == len(set(ids)), f"a change was delivered twice: {ids}"
+    if received[-1].event != "reset":
+        assert ids == acknowledged, "an acknowledged entry went missing without a reset"
