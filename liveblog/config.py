@@ -207,6 +207,10 @@ class Settings:
     # Longest wait for Redis per step of a command (free connection, connect, answer): a stalled Redis
     # fails the request with 503 after about this long. Commands are never retried automatically.
     redis_timeout_seconds: float = 5.0
+    # Durability: each change waits (WAIT) for this many replicas before it is acknowledged; past the
+    # wait timeout the answer is 503 although the change is in the primary (see Store.NotDurable).
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     data_dir: Path = Path(".liveblog")
     admin_token: str | None = None
     public_url: str | None = None
@@ -286,6 +290,11 @@ class Settings:
                            doc="Redis to use; unset: the embedded server in the data dir"),
             redis_timeout_seconds=_number(env, "LIVEBLOG_REDIS_TIMEOUT", 5.0, above=0.0, maximum=300.0, used_by=EVERY,
                                           doc="seconds a command may wait for Redis before the request fails (503)"),
+            redis_min_replicas=_number(env, "LIVEBLOG_REDIS_MIN_REPLICAS", 0, minimum=0, maximum=100, used_by=WEB,
+                                       doc="replicas that must have each change (WAIT) before it is acknowledged"),
+            redis_wait_timeout_ms=_number(env, "LIVEBLOG_REDIS_WAIT_TIMEOUT_MS", 1000, minimum=1, maximum=60_000,
+                                          used_by=WEB, doc="ms a change waits for LIVEBLOG_REDIS_MIN_REPLICAS; "
+                                          "past it the answer is 503 (the change is kept, not known durable)"),
             data_dir=data_dir,
             admin_token=_text(env, "LIVEBLOG_ADMIN_TOKEN", min_length=16, used_by=WEB,
                               doc="a bootstrap admin bearer token"),

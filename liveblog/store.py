@@ -119,6 +119,16 @@ class Conflict(StoreError):
     title = "Conflict"
 
 
+class NotDurable(StoreError):
+    """The change was made on the primary, but fewer replicas than required confirmed it in time: it
+    would be lost if the primary failed now. It is not undone (other readers may have seen it; the
+    idempotency record is part of it), so a retry with the same Idempotency-Key answers with it
+    instead of making it again."""
+
+    status = 503
+    title = "Service Unavailable"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A blog as of one change (``after``): what a page renders, then resumes its stream from."""
@@ -177,9 +187,12 @@ class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
     def __init__(self, redis: aioredis.Redis, *, stream_maxlen: int = 10_000,
-                 idempotency_ttl: int = 24 * 3600, media: MediaLookup | None = None) -> None:
+                 idempotency_ttl: int = 24 * 3600, media: MediaLookup | None = None, min_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
         self.redis = redis
         self.media = media  # stored photos, for the bodies' responsive images
+        self.min_replicas = min_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._timezones: dict[str, str] = {}
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
@@ -197,13 +210,26 @@ class Store:
         if entry is not None:
             pinned = "1" if entry["pinned"] else "0"
             pinned_score = str(int(timefmt.parse_rfc3339(entry["published_at"]).timestamp() * 1000))
-        result = await self._commit(
+        commit = dict(
             keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
                   keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug),
                   keys.deleted(slug)],
             args=[field, expected, state, score, event, data, self.stream_maxlen,
                   self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
         )
+        if not self.min_replicas:
+            result = await self._commit(**commit)
+        else:
+            # WAIT counts the replicas that have this connection's writes: same connection, hence a pipeline.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._commit(**commit, client=pipe)
+                pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
+                result, replicas = await pipe.execute()
+            if replicas < self.min_replicas:
+                raise NotDurable(f"the change was made but only {replicas} of the {self.min_replicas} required "
+                                 f"replicas confirmed it within {self.wait_timeout_ms} ms, so it is not known "
+                                 "durable; retry with the same Idempotency-Key to get its result without "
+                                 "making it twice")
         return [str(part) for part in result]
 
     # ---- blogs -----------------------------------------------------------------------------

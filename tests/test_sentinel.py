@@ -75,6 +75,37 @@ def sentinel_server(service_factory, sentinels: SentinelSetup):  # type: ignore[
     return service_factory("serve", env={"LIVEBLOG_REDIS_URL": sentinels.url})
 
 
+async def test_min_replicas_acknowledges_a_write_once_a_replica_has_it(
+        service_factory, sentinels: SentinelSetup, sentinel_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    server = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_REDIS_URL": sentinels.url,
+                                                             "LIVEBLOG_REDIS_MIN_REPLICAS": "1"})
+    slug = f"durable-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        assert (await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "D"})).status_code == 201
+        made = await http.post(f"/api/blogs/{slug}/entries", headers=sentinel_editor, json={"body": "durable"})
+        assert made.status_code == 201, made.text
+
+
+async def test_min_replicas_unmet_answers_503_and_a_retry_does_not_write_twice(
+        service_factory, sentinels: SentinelSetup, sentinel_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    # The setup has one replica: asking for two can never be met.
+    server = service_factory("serve", "--no-dispatcher", env={
+        "LIVEBLOG_REDIS_URL": sentinels.url, "LIVEBLOG_REDIS_MIN_REPLICAS": "2",
+        "LIVEBLOG_REDIS_WAIT_TIMEOUT_MS": "100"})
+    slug = f"undurable-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "U"})
+        headers = {**sentinel_editor, "Idempotency-Key": "only-once"}
+        for _ in range(2):  # the first attempt and its retry
+            answer = await http.post(f"/api/blogs/{slug}/entries", headers=headers, json={"body": "una volta"})
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.headers["retry-after"]
+            assert "not known durable" in answer.json()["detail"]
+        listed = (await http.get(f"/api/blogs/{slug}/entries")).json()
+    assert len(listed["entries"]) == 1, listed  # made (not undone), and only once
+
+
 async def _write_through(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body: str,
                          answers: list[int]) -> str:
     """Post one entry, retrying 503s with the same Idempotency-Key (as a client should) until 201."""

@@ -77,7 +77,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.redis = redis
         app.state.media_library = MediaLibrary(settings.media_dir)
         app.state.store = Store(redis, stream_maxlen=settings.stream_maxlen,
-                                idempotency_ttl=settings.idempotency_ttl_seconds, media=app.state.media_library)
+                                idempotency_ttl=settings.idempotency_ttl_seconds, media=app.state.media_library,
+                                min_replicas=settings.redis_min_replicas,
+                                wait_timeout_ms=settings.redis_wait_timeout_ms)
         app.state.presenter = Presenter(public_url)
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
         app.state.streams = StreamSlots(settings)

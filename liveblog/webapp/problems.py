@@ -41,7 +41,8 @@ async def on_problem(_request: Request, exc: Exception) -> Response:
 
 async def on_store_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StoreError)
-    return problem_response(exc.status, exc.title, exc.detail)
+    return problem_response(exc.status, exc.title, exc.detail,
+                            headers={"Retry-After": "2"} if exc.status == 503 else None)
 
 
 async def on_http_exception(_request: Request, exc: Exception) -> Response:
