@@ -50,6 +50,17 @@ def test_sentinel_url_password_is_redacted_in_messages() -> None:
     assert "s3cret" not in shown and shown.endswith("a:26379,b:26379/mymaster")
 
 
+def test_min_replicas_settings_default_to_no_wait_and_are_validated() -> None:
+    settings = Settings.from_env({})
+    assert (settings.redis_min_replicas, settings.redis_wait_timeout_ms) == (0, 1000)
+    chosen = Settings.from_env({"LIVEBLOG_REDIS_MIN_REPLICAS": "2", "LIVEBLOG_REDIS_WAIT_TIMEOUT_MS": "250"})
+    assert (chosen.redis_min_replicas, chosen.redis_wait_timeout_ms) == (2, 250)
+    for name, value in (("LIVEBLOG_REDIS_MIN_REPLICAS", "-1"), ("LIVEBLOG_REDIS_WAIT_TIMEOUT_MS", "0")):
+        with pytest.raises(SettingError) as caught:
+            Settings.from_env({name: value})
+        assert caught.value.name == name
+
+
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
     setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
