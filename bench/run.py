@@ -514,7 +514,7 @@ async def webhooks(cfg: Config) -> list[Row]:
     with Processes(cfg.workdir, cfg.profile) as procs:
         hooks = await procs.worker("bench.receiver")
         port = (await hooks.answer())["port"]
-        # A plain loop (one request at a time) and the dispatcher's concurrency (64): httpx's pool
+        # A plain loop (one request at a time) and 64 at a time (httpx's own pool): httpx's pool
         # gets slower with many requests in flight, so the better of the two is the yardstick.
         bare: Row | None = None
         bare_rate = 0.0

@@ -23,7 +23,8 @@ import httpx
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Ranges refused on top of everything ``ipaddress`` does not call global (FIELD-NOTES.md).
+# Ranges refused on top of everything ``ipaddress`` does not call global: private, loopback, link-local,
+# CGNAT, metadata, benchmarking, documentation, 6to4/NAT64, multicast and reserved (IPv4 and IPv6).
 _BLOCKED = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
     "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
