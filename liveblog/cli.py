@@ -1,22 +1,31 @@
-"""The ``liveblog`` console script: serve, worker, demo, token create."""
+"""The ``liveblog`` console script: serve, worker, demo, token create|list|revoke."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from liveblog import __version__, capacity
 from liveblog.config import SettingError, Settings
 from liveblog.embedded import EmbeddedRedis, EmbeddedRedisError
+
+if TYPE_CHECKING:
+    from liveblog.tokens import Tokens
+
+# In the data dir: the demo editor token, so that `liveblog demo` prints the same one every time.
+DEMO_TOKEN_FILE = "demo-editor-token"
 
 
 def _redacted(url: str) -> str:
@@ -114,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def prepare(store, tokens):  # type: ignore[no-untyped-def]
         slug, created = await load_demo(store)
-        token = await tokens.create("demo editor", "editor")
+        token = await demo_token(tokens, settings.data_dir)
         return slug, created, token
 
     with redis_url(settings) as url:
@@ -127,6 +136,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"    curl -X POST {public_url}/api/blogs/{slug}/entries -H 'Authorization: Bearer {token}' \\")
         print("         -H 'Content-Type: application/json' -d '{\"body\": \"aggiornamento\"}'\n", flush=True)
         return _run_server(url, args, public_url)
+
+
+async def demo_token(tokens: Tokens, data_dir: Path) -> str:
+    """The demo editor token: the one kept in ``DEMO_TOKEN_FILE`` (0600) while Redis still knows it,
+    else a new one, written there. Redis holds only its hash, as for every token; the file lock keeps
+    two demos starting at once from making two."""
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    fd = os.open(data_dir / DEMO_TOKEN_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+", encoding="ascii") as kept:
+        fcntl.flock(kept, fcntl.LOCK_EX)
+        token = kept.read().strip()
+        if token and await tokens.lookup(token) is not None:
+            return token
+        _record, token = await tokens.create("demo editor", "editor")
+        kept.seek(0)
+        kept.truncate()
+        kept.write(token + "\n")
+        return token
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -165,20 +192,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
+def _token_command(work):  # type: ignore[no-untyped-def]
+    """Run ``work(tokens)`` against the configured Redis; a ValueError is a usage error (exit 2)."""
     settings = Settings.from_env()
 
-    async def create(_store, tokens):  # type: ignore[no-untyped-def]
-        return await tokens.create(args.name, args.role)
+    async def run(_store, tokens):  # type: ignore[no-untyped-def]
+        return await work(tokens)
 
     with redis_url(settings, watch=False) as url:
-        try:
-            token = asyncio.run(_with_store(url, create))
-        except ValueError as exc:
-            say(str(exc))
-            return 2
-    say(f"created {args.role} token '{args.name}'; it is shown only once:")
+        return asyncio.run(_with_store(url, run))
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    try:
+        record, token = _token_command(lambda tokens: tokens.create(args.name, args.role, args.blog))
+    except ValueError as exc:
+        say(str(exc))
+        return 2
+    scope = f" for {', '.join(record['blogs'])}" if record["blogs"] else ""
+    say(f"created {record['role']} token '{record['name']}' ({record['id']}){scope}; it is shown only once:")
     print(token)
+    return 0
+
+
+def cmd_token_list(_args: argparse.Namespace) -> int:
+    for record in _token_command(lambda tokens: tokens.list()):
+        blogs = ",".join(record["blogs"]) or "*"
+        print(f"{record['id']}\t{record['name']}\t{record['role']}\t{blogs}\t{record.get('created_at') or '-'}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    if not _token_command(lambda tokens: tokens.revoke(args.id)):
+        say(f"no token '{args.id}' (see `liveblog token list`)")
+        return 1
+    say(f"revoked {args.id}: it is refused from now on")
     return 0
 
 
@@ -248,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
         token writes entries; an admin token also manages blogs, webhooks and tokens.""", environment="token")
     create.add_argument("--name", required=True, help="who or what the token is for")
     create.add_argument("--role", default="editor", choices=["editor", "admin"])
+    create.add_argument("--blog", action="append", default=[], metavar="SLUG",
+                        help="limit an editor token to this blog (repeatable; default: every blog)")
     create.set_defaults(func=cmd_token_create)
+    listing = token_commands.add_parser("list", help="one line per token: id, name, role, blogs, created")
+    listing.set_defaults(func=cmd_token_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token: it is refused at once")
+    revoke.add_argument("id", help="the token's id (tok_…), as `liveblog token list` shows it")
+    revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 

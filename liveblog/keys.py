@@ -7,7 +7,10 @@ on one shard and the Lua scripts that touch several of them at once stay legal.
 from __future__ import annotations
 
 BLOGS = "lb:blogs"  # sorted set: slug -> creation time (ms)
-TOKENS = "lb:tokens"  # hash: sha256(token) -> JSON {name, role, created_at}
+TOKENS = "lb:tokens"  # hash: sha256(token) -> JSON {id, name, role, blogs, created_at}
+# The hash tag {lb:tokens} puts these in the slot of TOKENS itself, so one script may touch all three.
+TOKEN_IDS = "{lb:tokens}:ids"  # hash: token id -> sha256(token)
+TOKEN_USED = "{lb:tokens}:used"  # hash: token id -> last use (RFC 3339), written at most once a minute
 AUTHORS = "lb:authors"  # hash: author id -> JSON profile {id, name, title, url, avatar, created_at}
 
 

@@ -77,8 +77,12 @@ class Presenter:
     def entry(self, entry: Entry, tz: str, *, for_editor: bool = False) -> PresentedEntry:
         """A stored entry as served: ``url``, ``time_label`` and ``updated_label`` (the edit time,
         shown only once the entry has been edited after publication) in the blog's timezone ``tz``.
-        The source ``body`` is kept only for editors (``for_editor``)."""
-        shown = entry if for_editor else cast(Entry, {k: v for k, v in entry.items() if k not in EDITOR_ONLY})
+        The source ``body`` is kept only for editors (``for_editor``); an entry stored before sources
+        were kept has only its sanitized HTML, which is a valid source too (Markdown passes HTML through)."""
+        if for_editor:
+            shown = cast(Entry, {**entry, "body": entry.get("body", entry["body_html"])})
+        else:
+            shown = cast(Entry, {k: v for k, v in entry.items() if k not in EDITOR_ONLY})
         published = timefmt.parse_rfc3339(entry["published_at"])
         updated = timefmt.parse_rfc3339(entry["updated_at"])
         profile = entry.get("author_profile")

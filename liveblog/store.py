@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from liveblog import keys, timefmt
 from liveblog.changelog import ChangeLog, RedisChangeLog
 from liveblog.model import Blog, Entry
+from liveblog.present import EDITOR_ONLY
 from liveblog.render import MediaLookup, plain_text, render, xml_chars
 
 # \A and \Z, not ^ and $: "$" also matches before a final newline, and "ab\n" is no slug.
@@ -34,37 +35,46 @@ _PRESENTED = ("url", "time_label", "updated_label")
 
 # KEYS: 1 hash, 2 order zset, 3 stream, 4 trimmed marker, 5 idempotency key, 6 pinned zset,
 #       7 change counter (each change carries the next number as field `n`: a gap reveals a rollback),
-#       8 deleted ids (a set: a deleted update's page answers 410 Gone, not 404)
-# ARGV: 1 field, 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
+#       8 deleted ids (a set: a deleted update's page answers 410 Gone, not 404), 9 entry id counter
+# ARGV: 1 field ("" = a new entry: take the next id from KEYS[9] and put it wherever ARGV 3, 6 and 9
+#       hold the byte \1), 2 expected ("" = must not exist, "*" = any), 3 new state ("" = delete),
 #       4 order score ("" = no ordering), 5 event type, 6 event data, 7 stream cap,
 #       8 idempotency TTL ("0" = none), 9 idempotency value,
 #       10 pinned ("1", "0", or "" for records that cannot be pinned), 11 pinned score
+# The id is taken only once the write is certain, so refused posts and replays use none up.
 _COMMIT = """
 if ARGV[8] ~= '0' then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {'dup', prior} end
 end
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local field, state, data, idem = ARGV[1], ARGV[3], ARGV[6], ARGV[9]
+if field == '' then
+  field = tostring(redis.call('INCR', KEYS[9]))
+  state = (string.gsub(state, '\\1', field))
+  data = (string.gsub(data, '\\1', field))
+  idem = (string.gsub(idem, '\\1', field))
+end
+local cur = redis.call('HGET', KEYS[1], field)
 if ARGV[2] == '' then
   if cur then return {'exists', cur} end
 elseif ARGV[2] ~= '*' then
   if cur ~= ARGV[2] then return {'conflict', cur or ''} end
 end
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SADD', KEYS[8], ARGV[1])
-  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if state == '' then
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('SADD', KEYS[8], field)
+  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[2], field) end
 else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
+  redis.call('HSET', KEYS[1], field, state)
+  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], field) end
 end
-if ARGV[10] == '1' and ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1])
+if ARGV[10] == '1' and state ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[11], field)
 elseif ARGV[10] ~= '' then
-  redis.call('ZREM', KEYS[6], ARGV[1])
+  redis.call('ZREM', KEYS[6], field)
 end
 local n = redis.call('INCR', KEYS[7])
-local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', ARGV[6], 'n', n)
+local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', data, 'n', n)
 local cap = tonumber(ARGV[7])
 local len = redis.call('XLEN', KEYS[3])
 if len > cap + math.max(1, math.floor(cap / 10)) then
@@ -72,8 +82,8 @@ if len > cap + math.max(1, math.floor(cap / 10)) then
   redis.call('SET', KEYS[4], old[#old - 1][1])
   redis.call('XTRIM', KEYS[3], 'MINID', old[#old][1])
 end
-if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[8]) end
-return {'ok', sid}
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], idem, 'EX', ARGV[8]) end
+return {'ok', sid, field}
 """
 
 # A consistent snapshot for a live page, read in one step so no write falls between its parts.
@@ -91,6 +101,10 @@ local pinned = redis.call('ZREVRANGE', KEYS[3], 0, -1)
 local ids = redis.call('ZREVRANGE', KEYS[4], 0, tonumber(ARGV[1]) + #pinned - 1)
 return {newest[1] and newest[1][1] or '0-0', doc, states(pinned), states(ids)}
 """
+
+# Where a new entry's id goes before the write script has taken it: orjson escapes every control
+# character, so this byte appears in a document only where _with_id_slot puts it.
+_ID_SLOT = "\x01"
 
 
 class StoreError(Exception):
@@ -129,6 +143,17 @@ class NotDurable(StoreError):
     title = "Service Unavailable"
 
 
+class PreconditionFailed(StoreError):
+    """``If-Match`` named another version than the entry's current one; ``current`` is that entry."""
+
+    status = 412
+    title = "Precondition Failed"
+
+    def __init__(self, detail: str, current: Entry) -> None:
+        super().__init__(detail)
+        self.current = current
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A blog as of one change (``after``): what a page renders, then resumes its stream from."""
@@ -143,7 +168,7 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _text(fields: dict[str, Any], name: str, *, required: bool = False, plain: bool = True) -> str | None:
+def _text(fields: dict[str, Any], name: str, *, required: bool = False) -> str | None:
     value = fields.get(name)
     if value is None:
         if required:
@@ -153,8 +178,7 @@ def _text(fields: dict[str, Any], name: str, *, required: bool = False, plain: b
         raise ValidationError(f"'{name}' must be a string")
     if len(value) > LIMITS[name]:
         raise ValidationError(f"'{name}' is longer than {LIMITS[name]} characters")
-    value = xml_chars(value)
-    cleaned = plain_text(value) if plain else value.strip()
+    cleaned = plain_text(xml_chars(value))
     if required and not cleaned:
         raise ValidationError(f"'{name}' must not be empty")
     return cleaned or None
@@ -167,6 +191,34 @@ def _flag(fields: dict[str, Any], name: str) -> bool | None:
     if not isinstance(value, bool):
         raise ValidationError(f"'{name}' must be true or false")
     return value
+
+
+def without_source(entry: Entry) -> dict[str, Any]:
+    """An entry's facts for its change in the stream: no source, so that nothing reading the stream
+    (readers, partners, replays) can ever get it, whatever presents it."""
+    return {name: value for name, value in entry.items() if name not in EDITOR_ONLY}
+
+
+def _source(fields: dict[str, Any], *, required: bool) -> str | None:
+    """The body exactly as written (Markdown or HTML), after checking it."""
+    if "body" not in fields and not required:
+        return None
+    body = fields.get("body")
+    if not isinstance(body, str):
+        raise ValidationError("'body' is required" if body is None else "'body' must be a string")
+    if len(body) > LIMITS["body"]:
+        raise ValidationError(f"'body' is longer than {LIMITS['body']} characters")
+    body = xml_chars(body)  # what XML 1.0 forbids would break the Atom feed
+    if not body.strip():
+        raise ValidationError("'body' must not be empty")
+    return body
+
+
+def _with_id_slot(text: str) -> str:
+    """``text`` (a new entry's JSON, with ``"id":""`` first) with the id left for the write script."""
+    head = '{"id":""'
+    assert text.startswith(head)
+    return '{"id":"' + _ID_SLOT + '"' + text[len(head):]
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: set[str]) -> None:
@@ -213,7 +265,7 @@ class Store:
         commit = dict(
             keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
                   keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug),
-                  keys.deleted(slug)],
+                  keys.deleted(slug), keys.seq(slug)],
             args=[field, expected, state, score, event, data, self.stream_maxlen,
                   self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
         )
@@ -343,19 +395,22 @@ class Store:
                            published_at: datetime | None = None, author_profile: dict[str, Any] | None = None
                            ) -> tuple[Entry, bool]:
         """Create an entry; returns (entry, created). A replayed idempotency key returns the original.
-        ``author_profile`` (see ``authors.py``) is kept with the entry as it is now."""
+        ``author_profile`` (see ``authors.py``) is kept with the entry as it is now.
+
+        The entry keeps ``body`` (its source, as written) beside ``body_html``; the change sent to
+        readers and partners does not carry it."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         _, blog = await self._blog_doc(slug)
-        body = _text(fields, "body", required=True, plain=False)
-        rendered = render(body or "", self.media, blog["language"])
+        body = _source(fields, required=True) or ""
+        rendered = render(body, self.media, blog["language"])
         fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         moment = published_at or timefmt.now()
-        entry_id = str(await self.redis.incr(keys.seq(slug)))
         stamp = timefmt.rfc3339(moment)
         entry: Entry = {
-            "id": entry_id,
+            "id": "",  # taken by the write script, only if the write happens
             "blog": slug,
             "title": _text(fields, "title"),
+            "body": body,
             "body_html": rendered.html,
             "image": rendered.image,
             "author": _text(fields, "author"),
@@ -367,17 +422,18 @@ class Store:
         }
         if author_profile is not None:
             entry["author"], entry["author_profile"] = author_profile["name"], author_profile
-        state = dumps(entry)
         result = await self._write(
-            slug, field=entry_id, expected="", state=state, score=str(int(moment.timestamp() * 1000)),
-            event="entry.created", data=state, hash_key=keys.entries(slug),
-            idem_key=idempotency_key, idem_value=f"{entry_id}:{fingerprint}", entry=entry,
+            slug, field="", expected="", state=_with_id_slot(dumps(entry)),
+            score=str(int(moment.timestamp() * 1000)), event="entry.created",
+            data=_with_id_slot(dumps(without_source(entry))), hash_key=keys.entries(slug),
+            idem_key=idempotency_key, idem_value=f"{_ID_SLOT}:{fingerprint}", entry=entry,
         )
         if result[0] == "dup":
             prior_id, _, prior_fingerprint = result[1].partition(":")
             if prior_fingerprint != fingerprint:
                 raise ValidationError("this Idempotency-Key was already used with a different request body")
             return await self.get_entry(slug, prior_id), False
+        entry["id"] = result[2]
         return entry, True
 
     async def get_entry(self, slug: str, entry_id: str) -> Entry:
@@ -391,18 +447,33 @@ class Store:
         """Whether ``entry_id`` names an update of ``slug`` that was deleted (its page is 410)."""
         return SLUG_RE.fullmatch(slug) is not None and bool(await self.redis.sismember(keys.deleted(slug), entry_id))
 
-    async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any]) -> Entry:
+    async def _current(self, slug: str, entry_id: str, if_versions: frozenset[int] | None
+                       ) -> tuple[str, Entry]:
+        """The entry's stored JSON and value; 412 if ``if_versions`` (from If-Match) misses its version.
+
+        The caller writes with the stored JSON as the expected state, so the version checked here is
+        the one replaced: the check and the write are one atomic step."""
+        raw = await self.redis.hget(keys.entries(slug), entry_id)
+        if raw is None:
+            raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
+        entry = self._load_entry(raw)
+        if if_versions is not None and entry["version"] not in if_versions:
+            raise PreconditionFailed(f"the entry is at version {entry['version']}: someone changed it meanwhile",
+                                     entry)
+        return raw, entry
+
+    async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any], *,
+                           if_versions: frozenset[int] | None = None) -> Entry:
+        """Change an entry (version + 1). Pinning alone is not an edit: ``updated_at`` stays."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
         _, blog = await self._blog_doc(slug)
-        body = _text(fields, "body", plain=False)
-        if "body" in fields and not body:
-            raise ValidationError("'body' must not be empty")
+        body = _source(fields, required=False)
         changes: dict[str, Any] = {}
-        if body:
+        if body is not None:
             rendered = render(body, self.media, blog["language"])
-            changes["body_html"], changes["image"] = rendered.html, rendered.image
+            changes["body"], changes["body_html"], changes["image"] = body, rendered.html, rendered.image
         for name in ("title", "author"):
             if name in fields:
                 changes[name] = _text(fields, name)
@@ -411,29 +482,26 @@ class Store:
                 if fields[name] is None:
                     raise ValidationError(f"'{name}' must be true or false")
                 changes[name] = _flag(fields, name)
+        edit = set(fields) != {"pinned"}
         for _ in range(10):
-            raw = await self.redis.hget(keys.entries(slug), entry_id)
-            if raw is None:
-                raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-            entry = cast(Entry, {**self._load_entry(raw), **changes})
+            raw, entry = await self._current(slug, entry_id, if_versions)
+            entry = cast(Entry, {**entry, **changes})
             entry["version"] += 1
-            entry["updated_at"] = timefmt.rfc3339(timefmt.now())
-            state = dumps(entry)
-            result = await self._write(slug, field=entry_id, expected=raw, state=state, score="",
-                                       event="entry.updated", data=state, hash_key=keys.entries(slug),
-                                       entry=entry)
+            if edit:
+                entry["updated_at"] = timefmt.rfc3339(timefmt.now())
+            result = await self._write(slug, field=entry_id, expected=raw, state=dumps(entry), score="",
+                                       event="entry.updated", data=dumps(without_source(entry)),
+                                       hash_key=keys.entries(slug), entry=entry)
             if result[0] == "ok":
                 return entry
         raise Conflict("the entry is being changed by someone else; try again")
 
-    async def delete_entry(self, slug: str, entry_id: str) -> None:
+    async def delete_entry(self, slug: str, entry_id: str, *, if_versions: frozenset[int] | None = None
+                           ) -> None:
         await self._blog_doc(slug)
         for _ in range(10):
-            raw = await self.redis.hget(keys.entries(slug), entry_id)
-            if raw is None:
-                raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
-            last = self._load_entry(raw)
-            data = dumps({**last, "deleted": True, "deleted_at": timefmt.rfc3339(timefmt.now())})
+            raw, last = await self._current(slug, entry_id, if_versions)
+            data = dumps({**without_source(last), "deleted": True, "deleted_at": timefmt.rfc3339(timefmt.now())})
             result = await self._write(slug, field=entry_id, expected=raw, state="", score="0",
                                        event="entry.deleted", data=data, hash_key=keys.entries(slug),
                                        entry=last)

@@ -58,8 +58,11 @@ def test_signed_payloads_for_created_updated_deleted(api: Api, worker: Service) 
         assert request.webhook_id.startswith("msg_") and "." not in request.webhook_id
         payloads[payload["type"]] = payload["data"]
     assert set(payloads) == {"entry.created", "entry.updated", "entry.deleted"}
+    # The editor's answer carries the source; partners get everything else, not the source.
+    assert entry.pop("body") == "Primo *aggiornamento*" and edited.pop("body") == "Corretto"
     assert payloads["entry.created"] == entry
     assert payloads["entry.updated"] == edited and payloads["entry.updated"]["version"] == 2
+    assert not any("body" in data for data in payloads.values())
     deleted = payloads["entry.deleted"]
     assert deleted["deleted"] is True and deleted["id"] == entry["id"] and deleted["blog"] == slug
     for field in ("id", "blog", "title", "body_html", "author", "published_at", "time_label", "key_event",

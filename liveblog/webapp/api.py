@@ -12,13 +12,15 @@ from starlette.routing import Route
 from liveblog import metrics
 from liveblog.model import Entry, PresentedEntry
 from liveblog.present import Presenter
-from liveblog.store import Store
-from liveblog.webapp.auth import require
+from liveblog.store import PreconditionFailed, Store
+from liveblog.webapp.auth import is_editor_of, require
 from liveblog.webapp.inputs import entry_id_param, idempotency_key, json_object, query_int, slug_param
 from liveblog.webapp.problems import Problem
 
 # Readers' first page of the API may be served from a CDN for a few seconds during a spike.
 PUBLIC_CACHE = "public, max-age=5, stale-while-revalidate=10"
+# What editors read carries the source: never kept by a shared cache.
+EDITOR_CACHE = "private, no-store"
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -33,8 +35,8 @@ def _presenter(request: Request) -> Presenter:
     return request.app.state.presenter
 
 
-async def _present_entry(request: Request, entry: Entry) -> PresentedEntry:
-    return _presenter(request).entry(entry, await _store(request).timezone(entry["blog"]))
+async def _present_entry(request: Request, entry: Entry, *, editor: bool) -> PresentedEntry:
+    return _presenter(request).entry(entry, await _store(request).timezone(entry["blog"]), for_editor=editor)
 
 
 async def list_blogs(request: Request) -> Response:
@@ -58,15 +60,50 @@ async def get_blog(request: Request) -> Response:
 
 async def update_blog(request: Request) -> Response:
     slug = slug_param(request)
-    await require(request, "editor")
+    await require(request, "editor", blog=slug)
     blog = _presenter(request).blog(await _store(request).update_blog(slug, await json_object(request)))
     metrics.CHANGES_PUBLISHED.labels("blog.updated").inc()
     return json_response(blog)
 
 
+def etag(entry: Entry) -> str:
+    return f'"{entry["version"]}"'
+
+
+def if_match(request: Request) -> frozenset[int] | None:
+    """The versions an ``If-Match`` header accepts; None when absent or ``*`` (any current version).
+
+    Strong comparison (RFC 9110): a weak tag never matches."""
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    versions = set()
+    for tag in (part.strip() for part in raw.split(",")):
+        if tag.startswith("W/"):
+            continue
+        if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or not tag[1:-1].isdigit() or len(tag) > 22:
+            raise Problem(400, f'If-Match must hold entity tags such as "3" (an entry\'s version), not {raw[:80]!r}')
+        versions.add(int(tag[1:-1]))
+    return frozenset(versions)
+
+
+async def entry_response(request: Request, entry: Entry, *, editor: bool, status: int = 200,
+                         headers: dict[str, str] | None = None) -> Response:
+    """One entry: with its source for an editor (never cached by others), without it for anyone else."""
+    shown = await _present_entry(request, entry, editor=editor)
+    cache = {"Cache-Control": EDITOR_CACHE} if editor else {"Vary": "Authorization"}
+    return json_response(shown, status, headers={"ETag": etag(entry), **cache, **(headers or {})})
+
+
+async def precondition_failed(request: Request, exc: PreconditionFailed) -> Problem:
+    """412 with the entry as it is now under ``current`` (the caller is an editor: with its source)."""
+    return Problem(412, exc.detail, headers={"ETag": etag(exc.current)},
+                   extra={"current": await _present_entry(request, exc.current, editor=True)})
+
+
 async def create_entry(request: Request) -> Response:
     slug = slug_param(request)
-    token = await require(request, "editor")
+    token = await require(request, "editor", blog=slug)
     key = idempotency_key(request)
     fields = await json_object(request)
     profile = None
@@ -81,7 +118,7 @@ async def create_entry(request: Request) -> Response:
         metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
     else:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(await _present_entry(request, entry), 201, headers=headers)
+    return await entry_response(request, entry, editor=True, status=201, headers=headers)
 
 
 async def list_entries(request: Request) -> Response:
@@ -89,30 +126,41 @@ async def list_entries(request: Request) -> Response:
     limit = query_int(request, "limit", 20, low=1, high=100)
     before = request.query_params.get("before") or None
     stored = await _store(request).list_entries(slug, limit=limit, before=before)
-    entries = _presenter(request).entries(stored, await _store(request).timezone(slug))
+    editor = await is_editor_of(request, slug)
+    entries = _presenter(request).entries(stored, await _store(request).timezone(slug), for_editor=editor)
     following = None
     if len(entries) == limit:
         following = f"/api/blogs/{slug}/entries?limit={limit}&before={entries[-1]['id']}"
-    return json_response({"entries": entries, "next": following}, headers={"Cache-Control": PUBLIC_CACHE})
+    cache = {"Cache-Control": EDITOR_CACHE} if editor else {"Cache-Control": PUBLIC_CACHE, "Vary": "Authorization"}
+    return json_response({"entries": entries, "next": following}, headers=cache)
 
 
 async def get_entry(request: Request) -> Response:
-    entry = await _store(request).get_entry(slug_param(request), entry_id_param(request))
-    return json_response(await _present_entry(request, entry))
+    slug = slug_param(request)
+    entry = await _store(request).get_entry(slug, entry_id_param(request))
+    return await entry_response(request, entry, editor=await is_editor_of(request, slug))
 
 
 async def update_entry(request: Request) -> Response:
     slug, entry_id = slug_param(request), entry_id_param(request)
-    await require(request, "editor")
-    entry = await _store(request).update_entry(slug, entry_id, await json_object(request))
+    await require(request, "editor", blog=slug)
+    versions = if_match(request)
+    fields = await json_object(request)
+    try:
+        entry = await _store(request).update_entry(slug, entry_id, fields, if_versions=versions)
+    except PreconditionFailed as exc:
+        raise await precondition_failed(request, exc) from None
     metrics.CHANGES_PUBLISHED.labels("entry.updated").inc()
-    return json_response(await _present_entry(request, entry))
+    return await entry_response(request, entry, editor=True)
 
 
 async def delete_entry(request: Request) -> Response:
     slug, entry_id = slug_param(request), entry_id_param(request)
-    await require(request, "editor")
-    await _store(request).delete_entry(slug, entry_id)
+    await require(request, "editor", blog=slug)
+    try:
+        await _store(request).delete_entry(slug, entry_id, if_versions=if_match(request))
+    except PreconditionFailed as exc:
+        raise await precondition_failed(request, exc) from None
     metrics.CHANGES_PUBLISHED.labels("entry.deleted").inc()
     return Response(status_code=204)
 

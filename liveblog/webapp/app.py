@@ -27,7 +27,19 @@ from liveblog.present import Presenter
 from liveblog.redisconn import blocking_client, pool_client
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
-from liveblog.webapp import api, authors_api, editor, feeds, media_api, openapi, pages, sse, update_page, webhooks_api
+from liveblog.webapp import (
+    api,
+    authors_api,
+    editor,
+    feeds,
+    media_api,
+    openapi,
+    pages,
+    sse,
+    tokens_api,
+    update_page,
+    webhooks_api,
+)
 from liveblog.webapp.clients import StreamSlots
 from liveblog.webapp.problems import (
     Problem,
@@ -81,7 +93,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                 min_replicas=settings.redis_min_replicas,
                                 wait_timeout_ms=settings.redis_wait_timeout_ms)
         app.state.presenter = Presenter(public_url)
-        app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token)
+        app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token,
+                                  touch_interval=settings.token_touch_seconds)
         app.state.streams = StreamSlots(settings)
         app.state.authors = Authors(redis)
         # The hub's own change log: a small pool, and a dedicated connection for its blocking read.
@@ -121,6 +134,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         *authors_api.routes,
         *openapi.routes,
         *media_api.routes(settings),
+        *tokens_api.routes,
         *feeds.routes,
         *editor.routes,
         *update_page.routes,

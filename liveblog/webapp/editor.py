@@ -16,10 +16,12 @@ from starlette.routing import Route
 
 from liveblog import render as bodies
 from liveblog.store import LIMITS, NotFound, Store, ValidationError
+from liveblog.tokens import allows
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
 from liveblog.webapp.inputs import json_object, slug_param
 from liveblog.webapp.pages import not_found
+from liveblog.webapp.problems import Problem
 from liveblog.webapp.templating import render
 
 # Every visible string of the page, by blog language; the template and editor.js both read these.
@@ -172,12 +174,16 @@ async def editor_page(request: Request) -> Response:
 
 
 async def preview(request: Request) -> Response:
-    """``{body}`` -> ``{body_html, author}``: the sanitized HTML and byline a post would have now.
+    """``{body, blog?}`` -> ``{body_html, author}``: the sanitized HTML and byline a post would have now.
 
-    Needs an editor token like posting does; an empty body is fine (the page uses that to check a
-    token at sign-in)."""
+    Needs an editor token like posting does (for ``blog``, when given: 403 if the token is limited to
+    other blogs); an empty body is fine (the page uses that to check a token at sign-in)."""
     token = await require(request, "editor")
-    body = (await json_object(request)).get("body", "")
+    fields = await json_object(request)
+    blog = fields.get("blog")
+    if blog is not None and not (isinstance(blog, str) and allows(token, blog)):
+        raise Problem(403, f"this token may not act on blog {blog!r}")
+    body = fields.get("body", "")
     if not isinstance(body, str):
         raise ValidationError("'body' must be a string")
     if len(body) > LIMITS["body"]:

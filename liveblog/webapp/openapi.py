@@ -169,6 +169,22 @@ SCHEMAS: dict[str, Any] = {
                                                     "height": {"type": "integer"}},
                                                    ("url", "width", "height"))},
     }, ("id", "url", "width", "height", "content_type", "variants")),
+    "Token": obj({
+        "id": {"type": "string", "pattern": "^tok_[0-9a-f]{16}$"},
+        "name": STRING,
+        "role": {"enum": ["editor", "admin"]},
+        "blogs": {"type": "array", "items": STRING, "description": "the blogs it may act on; [] = every blog"},
+        "created_at": nullable(TIME),
+        "last_used_at": nullable(TIME),
+        "token": {"type": "string", "description": "the secret, in the creation answer only"},
+    }, ("id", "name", "role", "blogs", "created_at", "last_used_at")),
+    "TokenList": obj({"tokens": {"type": "array", "items": ref("Token")}}, ("tokens",)),
+    "TokenCreate": obj({
+        "name": {"type": "string", "minLength": 1, "maxLength": 120},
+        "role": {"enum": ["editor", "admin"]},
+        "blogs": {"type": "array", "items": {"type": "string", "pattern": SLUG},
+                  "description": "limit an editor token to these blogs (403 elsewhere)"},
+    }, ("name",), closed=True),
 }
 
 
@@ -205,6 +221,8 @@ SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 SLUG_PARAM = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string", "pattern": SLUG}}
 ENTRY_PARAM = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
 SUB_PARAM = {"name": "sub_id", "in": "path", "required": True, "schema": {"type": "string"}}
+TOKEN_PARAM = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ETAG = {"ETag": {"schema": STRING, "description": 'the entry\'s version, e.g. "3"'}}
 
 
 def op(summary: str, responses: dict[str, Any], *, tag: str, secured: bool = False,
@@ -249,10 +267,10 @@ PATHS: dict[str, Any] = {
     },
     "/api/blogs/{slug}/entries/{entry_id}": {
         "parameters": [SLUG_PARAM, ENTRY_PARAM],
-        "get": op("An entry", {"200": ok("the entry", "Entry", headers={"ETag": {"schema": STRING}}), **NOT_FOUND},
-                  tag="entries"),
+        "get": op("An entry (with its source `body` for an editor token of the blog)",
+                  {"200": ok("the entry", "Entry", headers=ETAG), **NOT_FOUND}, tag="entries"),
         "patch": op("Correct, pin or mark an entry (editor)",
-                    {"200": ok("the entry, version + 1", "Entry"), **NOT_FOUND,
+                    {"200": ok("the entry, version + 1", "Entry", headers=ETAG), **NOT_FOUND,
                      "409": problem("concurrent change"), "412": problem("If-Match does not match: `current`")},
                     tag="entries", secured=True, request=body("EntryPatch"),
                     parameters=[{"name": "If-Match", "in": "header", "schema": STRING}]),
@@ -264,7 +282,9 @@ PATHS: dict[str, Any] = {
     "/api/preview": {
         "post": op("Render a body as a post would be rendered now (editor)", {"200": ok("the HTML", "Preview")},
                    tag="entries", secured=True,
-                   request={"required": True, "content": {JSON: {"schema": obj({"body": STRING})}}},
+                   request={"required": True, "content": {JSON: {"schema": obj({
+                       "body": STRING, "blog": {"type": "string", "description": "403 if the token may not act on it"},
+                   })}}},
                    parameters=[{"name": "language", "in": "query", "schema": {"enum": ["it", "en"]},
                                 "description": "the blog's language (words of video placeholders)"}]),
     },
@@ -314,6 +334,18 @@ PATHS: dict[str, Any] = {
                   secured=True),
         "post": op("Create an author profile (admin)", {"201": ok("the profile", "Author")}, tag="authors",
                    secured=True, request=body("AuthorCreate")),
+    },
+    "/api/tokens": {
+        "get": op("Bearer tokens (admin); never their secrets", {"200": ok("every stored token", "TokenList")},
+                  tag="tokens", secured=True),
+        "post": op("Create a token (admin); the secret is shown once, as `token`",
+                   {"201": ok("the token with its secret", "Token")},
+                   tag="tokens", secured=True, request=body("TokenCreate")),
+    },
+    "/api/tokens/{token_id}": {
+        "parameters": [TOKEN_PARAM],
+        "delete": op("Revoke a token (admin): refused from now on, by every process",
+                     {"204": ok("revoked"), "404": problem("no such token")}, tag="tokens", secured=True),
     },
     "/api/openapi.json": {
         "get": op("This document", {"200": ok("OpenAPI 3.1", None, content={JSON: {"schema": {"type": "object"}}})},

@@ -19,12 +19,13 @@ class Problem(Exception):
     """Raise anywhere in a request to answer with a problem document."""
 
     def __init__(self, status: int, detail: str, *, title: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.title = title or HTTPStatus(status).phrase
         self.headers = headers or {}
+        self.extra = extra or {}  # extension members of the problem document
 
 
 def problem_response(status: int, title: str, detail: str, headers: dict[str, str] | None = None,
@@ -36,7 +37,7 @@ def problem_response(status: int, title: str, detail: str, headers: dict[str, st
 
 async def on_problem(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    return problem_response(exc.status, exc.title, exc.detail, exc.headers)
+    return problem_response(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
 
 
 async def on_store_error(_request: Request, exc: Exception) -> Response:
