@@ -171,3 +171,11 @@ async def test_preview_rejects_non_json(client: httpx.AsyncClient, editor_token:
                                  headers={"Authorization": f"Bearer {editor_token}",
                                           "Content-Type": "application/x-www-form-urlencoded"})
     problem(response, 415)
+
+
+def test_editor_script_uses_no_has_selector() -> None:
+    """``:has()`` in querySelectorAll throws a SyntaxError on browsers without it (Firefox < 121)."""
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parent.parent / "web" / "static" / "editor.js").read_text()
+    assert ":has(" not in script

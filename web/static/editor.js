@@ -19,13 +19,14 @@
   // ---- API ---------------------------------------------------------------------------------------
 
   class ApiError extends Error {
-    constructor(status, detail) {
-      super(detail);
+    constructor(status, problem) {
+      super((problem && problem.detail) || `HTTP ${status}`);
       this.status = status;
+      this.problem = problem || {}; // the API's problem document (English), e.g. `current` on 412
     }
   }
 
-  /** fetch() that turns problem+json answers and network failures into ApiError(detail). */
+  /** fetch() that turns problem+json answers and network failures into ApiError. */
   async function call(method, path, body, headers = {}) {
     const init = { method, headers: { ...headers }, cache: "no-store" };
     if (token) init.headers.Authorization = `Bearer ${token}`;
@@ -37,91 +38,58 @@
     try {
       response = await fetch(path, init);
     } catch {
-      throw new ApiError(0, L.network_error);
+      throw new ApiError(0, null);
     }
     if (response.status === 204) return null;
     const data = await response.json().catch(() => null);
-    if (!response.ok) throw new ApiError(response.status, (data && data.detail) || `HTTP ${response.status}`);
+    if (!response.ok) throw new ApiError(response.status, data);
     return data;
   }
 
-  const failure = (error) => `${L.error_prefix} ${error.message}`;
+  /** The field a 422 is about, named in the page's language (the API's detail quotes it: 'body'). */
+  function fieldName(detail) {
+    const quoted = /'(\w+)'/.exec(detail || "");
+    return L[`field_${quoted && quoted[1]}`] || L.field_other;
+  }
+
+  /** What went wrong, in the page's language: chosen by status (and field), never the API's English. */
+  function explain(error) {
+    const status = error.status;
+    if (status === 0) return L.network_error;
+    if (status >= 500) return L.error_5xx;
+    if (status === 422) {
+      const detail = error.problem.detail || "";
+      const kind = /longer than/.test(detail) ? "error_422_long"
+        : /must not be empty|is required/.test(detail) ? "error_422_empty" : "error_422";
+      return fill(L[kind], { field: fieldName(detail) });
+    }
+    return L[`error_${status}`] || fill(L.error_other, { status });
+  }
 
   function say(element, text) {
     element.textContent = text || "";
     element.hidden = !text;
   }
 
+  /** Shows a failure: the message in the page's language, the API's detail (if any) as small print. */
+  function sayFailure(element, error) {
+    const main = document.createElement("span");
+    main.textContent = `${L.error_prefix} ${explain(error)}`;
+    element.replaceChildren(main);
+    if (error.problem && error.problem.detail) {
+      const detail = document.createElement("small");
+      detail.className = "ed-error-detail";
+      detail.lang = "en";
+      detail.textContent = `${L.error_detail} ${error.problem.detail}`;
+      element.append(" ", detail);
+    }
+    element.hidden = false;
+  }
+
   /** A fresh Idempotency-Key; crypto.randomUUID needs a secure context, getRandomValues does not. */
   function newKey() {
     const bytes = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  // ---- Markdown for editing -----------------------------------------------------------------------
-  // Entries keep only their sanitized HTML, so an edit starts from Markdown rebuilt from it. Common
-  // elements become Markdown; anything else stays as HTML, which Markdown accepts as it is.
-
-  const escapeText = (text) => text.replace(/[\\`*_[\]<>~]/g, "\\$&").replace(/&(?=#?\w+;)/g, "&amp;");
-  const escapeLineStart = (line) => line.replace(/^([-+#>=])/, "\\$1").replace(/^(\d+)([.)])/, "$1\\$2");
-  const linkTarget = (href) => (/[\s()<>]/.test(href) ? `<${href.replace(/[<>]/g, encodeURIComponent)}>` : href);
-
-  function inlineMarkdown(node) {
-    let out = "";
-    for (const child of node.childNodes) {
-      if (child.nodeType === Node.TEXT_NODE) {
-        out += escapeText(child.textContent.replace(/\s+/g, " "));
-      } else if (child.nodeType === Node.ELEMENT_NODE) {
-        const inner = () => inlineMarkdown(child);
-        switch (child.localName) {
-          case "strong": case "b": out += `**${inner()}**`; break;
-          case "em": case "i": out += `*${inner()}*`; break;
-          case "del": case "s": out += `~~${inner()}~~`; break;
-          case "code": out += child.textContent.includes("`") ? child.outerHTML : `\`${child.textContent}\``; break;
-          case "br": out += "\\\n"; break;
-          case "a": out += `[${inner()}](${linkTarget(child.getAttribute("href") || "")})`; break;
-          case "img": out += `![${escapeText(child.getAttribute("alt") || "")}](${linkTarget(child.getAttribute("src") || "")})`; break;
-          default: out += child.outerHTML;
-        }
-      }
-    }
-    return out;
-  }
-
-  function listMarkdown(node, ordered) {
-    let number = Number(node.getAttribute("start") || 1);
-    return Array.from(node.children, (item) => {
-      const marker = ordered ? `${number++}. ` : "- ";
-      const nested = item.querySelector(":scope > p, :scope > ul, :scope > ol, :scope > blockquote");
-      const text = nested ? blockMarkdown(item) : escapeLineStart(inlineMarkdown(item).trim());
-      return marker + text.split("\n").join(`\n${" ".repeat(marker.length)}`);
-    }).join("\n");
-  }
-
-  function blockMarkdown(parent) {
-    const out = [];
-    for (const child of parent.childNodes) {
-      if (child.nodeType === Node.TEXT_NODE) {
-        if (child.textContent.trim()) out.push(escapeLineStart(escapeText(child.textContent.trim())));
-        continue;
-      }
-      if (child.nodeType !== Node.ELEMENT_NODE) continue;
-      const tag = child.localName;
-      if (tag === "p") out.push(escapeLineStart(inlineMarkdown(child).trim()));
-      else if (/^h[1-6]$/.test(tag)) out.push(`${"#".repeat(Number(tag[1]))} ${inlineMarkdown(child).trim()}`);
-      else if (tag === "ul" || tag === "ol") out.push(listMarkdown(child, tag === "ol"));
-      else if (tag === "blockquote") out.push(blockMarkdown(child).split("\n").map((l) => (l ? `> ${l}` : ">")).join("\n"));
-      else if (tag === "hr") out.push("---");
-      else if (tag === "pre" && !child.textContent.includes("```")) out.push(`\`\`\`\n${child.textContent.replace(/\n$/, "")}\n\`\`\``);
-      else out.push(child.outerHTML);
-    }
-    return out.join("\n\n");
-  }
-
-  function htmlToMarkdown(html) {
-    const holder = document.createElement("template"); // inert: nothing in it loads or runs
-    holder.innerHTML = html;
-    return blockMarkdown(holder.content).trim();
   }
 
   // ---- preview ------------------------------------------------------------------------------------
@@ -145,7 +113,7 @@
         const { body_html: html } = await call("POST", config.preview, { body: text });
         if (current()) target.innerHTML = html; // sanitized by the server
       } catch (error) {
-        if (current()) target.textContent = failure(error);
+        if (current()) sayFailure(target, error);
       }
     }, PREVIEW_DELAY_MS);
     previewTurn.set(target, { turn, timer });
@@ -244,7 +212,7 @@
       data.entries.forEach(upsert);
       return data.next;
     } catch (error) {
-      say($("ed-list-error"), failure(error));
+      sayFailure($("ed-list-error"), error);
       return nextPage;
     }
   }
@@ -264,7 +232,19 @@
     showMore(await loadPage(nextPage));
   });
 
-  const patchEntry = async (id, changes) => upsert(await call("PATCH", `${config.api}/entries/${id}`, changes));
+  const entryPath = (id) => `${config.api}/entries/${encodeURIComponent(id)}`;
+  const ifMatch = (version) => ({ "If-Match": `"${version}"` });
+
+  /** PATCH or DELETE an entry as of `version` (If-Match). On 412 the colleague's version is shown at
+      once (the answer carries it under `current`) and the error goes on to the caller. */
+  async function change(method, id, version, changes) {
+    try {
+      return await call(method, entryPath(id), changes, ifMatch(version));
+    } catch (error) {
+      if (error.status === 412 && error.problem.current) upsert(error.problem.current);
+      throw error;
+    }
+  }
 
   async function act(item, work) {
     const error = item.querySelector('[data-field="error"]');
@@ -273,20 +253,34 @@
     try {
       await work();
     } catch (failed) {
-      say(error, failure(failed));
+      if (failed.status === 412) say(error, L.changed_meanwhile);
+      else sayFailure(error, failed);
     } finally {
       item.querySelectorAll("button").forEach((button) => { button.disabled = false; });
     }
   }
 
-  function startEditing(item, entry) {
+  /** Opens the edit form on the entry's source (read anew: the list and the stream carry no source). */
+  function startEditing(item, id) {
     if (item.querySelector("form.ed-edit")) return;
+    act(item, async () => {
+      const entry = await call("GET", entryPath(id)); // with the token: carries `body`, as written
+      upsert(entry);
+      if (!item.isConnected || item.querySelector("form.ed-edit")) return;
+      openForm(item, entry);
+    });
+  }
+
+  function openForm(item, entry) {
     const form = editTemplate.content.firstElementChild.cloneNode(true);
     form.dataset.version = entry.version;
     form.elements.title.value = entry.title || "";
-    form.elements.body.value = htmlToMarkdown(entry.body_html);
+    form.elements.body.value = entry.body;
     const title = item.querySelector('[data-field="title"]');
     const body = item.querySelector('[data-field="body"]');
+    const conflict = form.querySelector('[data-field="conflict"]');
+    const part = (name) => conflict.querySelector(`[data-conflict="${name}"]`);
+    let theirs = null; // the colleague's entry, while a conflict is open
     const refresh = () => {
       showTitle(title, form.elements.title.value.trim());
       schedulePreview(form.elements.body.value, body);
@@ -297,11 +291,50 @@
       paint(item, entries.get(entry.id) || entry);
       item.querySelector('[data-action="edit"]').focus();
     };
+    const showConflict = (mine, current) => {
+      theirs = current;
+      part("mine").value = mine;
+      part("theirs").value = current.body;
+      part("theirs-title").textContent = current.title || "";
+      part("theirs-box").hidden = false;
+      part("choices").hidden = false;
+      part("kept").hidden = true;
+      conflict.hidden = false;
+      form.querySelector('[data-field="stale"]').hidden = true;
+      part("choices").querySelector("button").focus();
+    };
     const save = () => act(item, async () => {
-      await patchEntry(entry.id, { body: form.elements.body.value, title: form.elements.title.value.trim() || null });
+      const mine = form.elements.body.value;
+      try {
+        upsert(await change("PATCH", entry.id, form.dataset.version,
+                            { body: mine, title: form.elements.title.value.trim() || null }));
+      } catch (error) {
+        if (error.status !== 412 || !error.problem.current) throw error;
+        showConflict(mine, error.problem.current); // nothing was saved; the editor chooses
+        return;
+      }
       stop();
     });
-    form.addEventListener("input", refresh);
+    conflict.addEventListener("click", (event) => {
+      const choice = event.target.closest("button[data-choice]")?.dataset.choice;
+      if (!choice || !theirs) return;
+      form.dataset.version = theirs.version; // every choice starts from the colleague's version
+      if (choice === "mine") {
+        conflict.hidden = true;
+        save();
+      } else if (choice === "theirs") {
+        stop();
+      } else { // edit on top of theirs; the editor's own text stays beside it, to copy from
+        form.elements.body.value = theirs.body;
+        form.elements.title.value = theirs.title || "";
+        part("theirs-box").hidden = true;
+        part("choices").hidden = true;
+        part("kept").hidden = false;
+        refresh();
+        form.elements.body.focus();
+      }
+    });
+    form.addEventListener("input", (event) => { if (conflict.contains(event.target)) return; refresh(); });
     form.addEventListener("submit", (event) => { event.preventDefault(); save(); });
     form.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); save(); }
@@ -318,14 +351,15 @@
     if (!item || item.querySelector("form.ed-edit")?.contains(button)) return;
     const entry = entries.get(item.dataset.id);
     if (!entry) return;
+    const patch = (changes) => act(item, async () => upsert(await change("PATCH", entry.id, entry.version, changes)));
     switch (button.dataset.action) {
-      case "edit": startEditing(item, entry); break;
-      case "pin": act(item, () => patchEntry(entry.id, { pinned: !entry.pinned })); break;
-      case "key": act(item, () => patchEntry(entry.id, { key_event: !entry.key_event })); break;
+      case "edit": startEditing(item, entry.id); break;
+      case "pin": patch({ pinned: !entry.pinned }); break;
+      case "key": patch({ key_event: !entry.key_event }); break;
       case "delete":
         if (window.confirm(L.confirm_delete)) {
           act(item, async () => {
-            await call("DELETE", `${config.api}/entries/${entry.id}`);
+            await change("DELETE", entry.id, entry.version);
             forget(entry.id);
           });
         }
@@ -352,7 +386,7 @@
     try {
       showBlog(await call("PATCH", config.api, { status: ending ? "ended" : "live" }));
     } catch (error) {
-      window.alert(failure(error));
+      window.alert(`${L.error_prefix} ${explain(error)}`);
     } finally {
       button.disabled = false;
     }
@@ -388,7 +422,10 @@
     on("reset", () => {
       // The stream no longer holds what this page missed: start the list over.
       entries.clear();
-      list.querySelectorAll("li.ed-entry:not(:has(form.ed-edit))").forEach((item) => item.remove());
+      // Items being edited stay (their text is the editor's); :has() is avoided for older browsers.
+      list.querySelectorAll("li.ed-entry").forEach((item) => {
+        if (!item.querySelector("form.ed-edit")) item.remove();
+      });
       paged = false;
       firstPage();
     });
@@ -441,7 +478,7 @@
       composed();
       say(composeOk, fill(L.published_at, { time: clock(entry.time_label) }));
     } catch (error) {
-      say(composeError, failure(error)); // the text stays where it is
+      sayFailure(composeError, error); // the text stays where it is
     } finally {
       posting = false;
       button.disabled = false;
@@ -483,8 +520,7 @@
     $("ed-who").textContent = fill(L.signed_in_as, { name: author });
     if (!started) {
       started = true;
-      connect();
-      firstPage();
+      connect(); // lists the first page once the stream is attached
       restoreDraft();
     }
     fields.body.focus();
@@ -494,14 +530,15 @@
   async function signIn(candidate) {
     token = candidate;
     try {
-      const { author } = await call("POST", config.preview, { body: "" });
+      // An empty preview for this blog: needs the editor role and a token allowed on this blog.
+      const { author } = await call("POST", config.preview, { body: "", blog: config.blog.slug });
       sessionStorage.setItem(TOKEN_KEY, token);
       enter(author);
     } catch (error) {
       token = null;
       sessionStorage.removeItem(TOKEN_KEY);
       $("ed-signin").hidden = false;
-      say($("ed-signin-error"), failure(error));
+      sayFailure($("ed-signin-error"), error);
       $("ed-token").focus();
     }
   }
