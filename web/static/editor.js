@@ -422,7 +422,7 @@
     on("reset", () => {
       // The stream no longer holds what this page missed: start the list over.
       entries.clear();
-      // Items being edited stay (their text is the editor's); :has() is avoided for older browsers.
+      // Items being edited stay (their text is the editor's); no CSS has-selector: older browsers throw.
       list.querySelectorAll("li.ed-entry").forEach((item) => {
         if (!item.querySelector("form.ed-edit")) item.remove();
       });
