@@ -299,9 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--blog", action="append", default=[], metavar="SLUG",
                         help="limit an editor token to this blog (repeatable; default: every blog)")
     create.set_defaults(func=cmd_token_create)
-    listing = token_commands.add_parser("list", help="one line per token: id, name, role, blogs, created")
+    listing = _command(token_commands, "list", summary="one line per token: id, name, role, blogs, created",
+                       description="""
+        List every bearer token, one line each: its public id, name, role, the blogs it is limited to,
+        when it was created and last used. The secrets are never shown (only their hashes are stored).""",
+                       environment="token")
     listing.set_defaults(func=cmd_token_list)
-    revoke = token_commands.add_parser("revoke", help="revoke a token: it is refused at once")
+    revoke = _command(token_commands, "revoke", summary="revoke a token: it is refused at once", description="""
+        Revoke a bearer token by its public id (as `liveblog token list` shows it). Every web process
+        refuses it from the next request on; nothing else is changed.""", environment="token")
     revoke.add_argument("id", help="the token's id (tok_…), as `liveblog token list` shows it")
     revoke.set_defaults(func=cmd_token_revoke)
     return parser
