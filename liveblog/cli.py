@@ -170,13 +170,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0 if healthy else 1
 
     async def run(url: str) -> None:
+        from liveblog.drafts import Drafts
+        from liveblog.redisconn import pool_client
+        from liveblog.scheduler import Scheduler
+        from liveblog.store import Store
+
         dispatcher = Dispatcher(Settings.from_env({**os.environ, "LIVEBLOG_REDIS_URL": url}),
                                 public_url=settings.public_url or "http://127.0.0.1:8000")
+        redis = pool_client(url, timeout=settings.redis_timeout_seconds)
+        scheduler = Scheduler(Drafts(Store(redis, stream_maxlen=settings.stream_maxlen)),
+                              interval=settings.scheduler_interval_seconds)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await dispatcher.start()
+        scheduler.start()
         beating = None
         if settings.worker_health_file is not None:
             beating = asyncio.create_task(health.beat(settings.worker_health_file, lambda: dispatcher.last_progress))
@@ -185,7 +194,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if beating is not None:
             beating.cancel()
         say("stopping: finishing deliveries in flight")
+        await scheduler.stop()
         await dispatcher.stop()
+        await redis.aclose()
 
     with redis_url(settings) as url:
         asyncio.run(run(url))

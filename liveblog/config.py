@@ -256,6 +256,8 @@ class Settings:
     idempotency_ttl_seconds: int = 24 * 3600
     # Reader counts: each process publishes its counts this often (they expire after two intervals).
     readers_interval_seconds: float = 5.0
+    # How often each web process and worker publishes the scheduled entries that are due.
+    scheduler_interval_seconds: float = 0.5
     # JSON-LD `publisher` (an Organization with a logo), which Google's Top Stories expects.
     publisher_name: str | None = None
     publisher_logo: str | None = None
@@ -302,6 +304,9 @@ class Settings:
                               doc="a bootstrap admin bearer token"),
             public_url=_url(env, "LIVEBLOG_PUBLIC_URL", schemes=PUBLIC_SCHEMES, used_by=DELIVERY,
                             doc="absolute base URL of links in pages, feeds and webhooks; unset: http://HOST:PORT"),
+            scheduler_interval_seconds=_number(env, "LIVEBLOG_SCHEDULER_INTERVAL", 0.5, above=0.0, maximum=2.0,
+                                               used_by=DELIVERY, doc="seconds between two looks for due "
+                                               "scheduled entries (each is published within this of its time)"),
             readers_interval_seconds=_number(env, "LIVEBLOG_READERS_INTERVAL", 5.0, above=0.0, maximum=5.0,
                                              used_by=WEB, doc="seconds between a process's reader-count "
                                              "updates (counts are at most twice this old)"),

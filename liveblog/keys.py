@@ -11,6 +11,7 @@ TOKENS = "lb:tokens"  # hash: sha256(token) -> JSON {id, name, role, blogs, crea
 # The hash tag {lb:tokens} puts these in the slot of TOKENS itself, so one script may touch all three.
 TOKEN_IDS = "{lb:tokens}:ids"  # hash: token id -> sha256(token)
 TOKEN_USED = "{lb:tokens}:used"  # hash: token id -> last use (RFC 3339), written at most once a minute
+SCHEDULED = "lb:scheduled"  # set: slugs of blogs that have scheduled entries (scheduler.py)
 AUTHORS = "lb:authors"  # hash: author id -> JSON profile {id, name, title, url, avatar, created_at}
 
 
@@ -62,6 +63,17 @@ def idempotency(slug: str, key: str) -> str:
 def deleted(slug: str) -> str:
     """Set: ids of deleted entries (their pages answer 410 Gone)."""
     return f"lb:{{{slug}}}:deleted"
+
+
+def drafts(slug: str) -> str:
+    """Hash: draft id (``d`` + hex) -> unpublished entry JSON (status ``draft`` or ``scheduled``).
+    Outside every public path: written without any change event, ids apart from the public ones."""
+    return f"lb:{{{slug}}}:drafts"
+
+
+def scheduled(slug: str) -> str:
+    """Sorted set: ids of scheduled drafts -> publish_at (ms)."""
+    return f"lb:{{{slug}}}:scheduled"
 
 
 def readers(slug: str) -> str:

@@ -54,6 +54,8 @@ class Entry(TypedDict):
     author_profile: NotRequired[dict[str, Any] | None]  # the author's profile when posted (authors.py)
     body: NotRequired[str]  # the source as written: shown to editors only
     image: NotRequired[str | None]  # the absolute URL of the entry's first image (media)
+    status: NotRequired[str]  # published (absent in older entries) | draft | scheduled (drafts.py)
+    publish_at: NotRequired[str | None]  # scheduled drafts: when they are published
     deleted: NotRequired[bool]  # only in an ``entry.deleted`` change
     deleted_at: NotRequired[str]
 

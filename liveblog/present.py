@@ -88,6 +88,7 @@ class Presenter:
         profile = entry.get("author_profile")
         return {
             **shown,
+            "status": entry.get("status", "published"),
             "author_profile": self.profile(profile) if profile else None,
             "body_html": self.body_html(entry["body_html"]),
             "image": self.absolute(entry.get("image")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard, cast
@@ -21,11 +22,12 @@ from liveblog import keys, timefmt
 from liveblog.changelog import ChangeLog, RedisChangeLog
 from liveblog.model import Blog, Entry
 from liveblog.present import EDITOR_ONLY
-from liveblog.render import MediaLookup, plain_text, render, xml_chars
+from liveblog.render import MediaLookup, Rendered, plain_text, render, xml_chars
 
 # \A and \Z, not ^ and $: "$" also matches before a final newline, and "ab\n" is no slug.
 SLUG_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
-ENTRY_ID_RE = re.compile(r"\A[0-9]{1,19}\Z")
+# Public ids are digits; drafts (drafts.py) have ids of their own: "d" + 16 hex digits.
+ENTRY_ID_RE = re.compile(r"\A(?:[0-9]{1,19}|d[0-9a-f]{16})\Z")
 LIMITS = {"title": 300, "description": 2000, "author": 120, "body": 50_000}
 STATUSES = ("live", "ended")
 LANGUAGES = ("it", "en")
@@ -42,7 +44,10 @@ _PRESENTED = ("url", "time_label", "updated_label")
 #       8 idempotency TTL ("0" = none), 9 idempotency value,
 #       10 pinned ("1", "0", or "" for records that cannot be pinned), 11 pinned score
 # The id is taken only once the write is certain, so refused posts and replays use none up.
-_COMMIT = """
+# _PUBLISH (drafts.py) is this script preceded by taking the draft: KEYS 10 drafts hash, 11 scheduled
+# zset; ARGV 12 draft id, 13 the draft's expected JSON (anything else: 'gone', nothing written, no id used).
+_COMMIT_TEMPLATE = """
+--[[before]]
 if ARGV[8] ~= '0' then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {'dup', prior} end
@@ -85,6 +90,13 @@ end
 if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], idem, 'EX', ARGV[8]) end
 return {'ok', sid, field}
 """
+_TAKE_DRAFT = """
+if redis.call('HGET', KEYS[10], ARGV[12]) ~= ARGV[13] then return {'gone', ''} end
+redis.call('HDEL', KEYS[10], ARGV[12])
+redis.call('ZREM', KEYS[11], ARGV[12])
+"""
+_COMMIT = _COMMIT_TEMPLATE.replace("--[[before]]", "")
+_PUBLISH = _COMMIT_TEMPLATE.replace("--[[before]]", _TAKE_DRAFT)
 
 # A consistent snapshot for a live page, read in one step so no write falls between its parts.
 # KEYS: 1 stream, 2 blog hash, 3 pinned zset, 4 order zset, 5 entries hash.
@@ -235,6 +247,56 @@ def valid_entry_id(value: Any) -> bool:
     return isinstance(value, str) and ENTRY_ID_RE.fullmatch(value) is not None
 
 
+def fingerprint_of(fields: dict[str, Any]) -> str:
+    """What an Idempotency-Key is stored with: a replay must send the same fields."""
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def new_entry(slug: str, fields: dict[str, Any], moment: datetime, author_profile: dict[str, Any] | None,
+              renderer: Callable[[str], Rendered]) -> Entry:
+    """A new entry's state from checked ``fields``, with ``id`` "" first (the write script takes it).
+    ``renderer`` is the blog's (``Store.renderer``)."""
+    body = _source(fields, required=True) or ""
+    rendered = renderer(body)
+    stamp = timefmt.rfc3339(moment)
+    entry: Entry = {
+        "id": "",
+        "blog": slug,
+        "title": _text(fields, "title"),
+        "body": body,
+        "body_html": rendered.html,
+        "image": rendered.image,
+        "author": _text(fields, "author"),
+        "published_at": stamp,
+        "updated_at": stamp,
+        "key_event": bool(_flag(fields, "key_event")),
+        "pinned": bool(_flag(fields, "pinned")),
+        "version": 1,
+    }
+    if author_profile is not None:
+        entry["author"], entry["author_profile"] = author_profile["name"], author_profile
+    return entry
+
+
+def entry_changes(fields: dict[str, Any], renderer: Callable[[str], Rendered]) -> dict[str, Any]:
+    """The checked changes a PATCH of an entry asks for (``renderer``: the blog's, see ``Store.renderer``)."""
+    _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
+    body = _source(fields, required=False)
+    changes: dict[str, Any] = {}
+    if body is not None:
+        rendered = renderer(body)
+        changes["body"], changes["body_html"], changes["image"] = body, rendered.html, rendered.image
+    for name in ("title", "author"):
+        if name in fields:
+            changes[name] = _text(fields, name)
+    for name in ("key_event", "pinned"):
+        if name in fields:
+            if fields[name] is None:
+                raise ValidationError(f"'{name}' must be true or false")
+            changes[name] = _flag(fields, name)
+    return changes
+
+
 class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
@@ -249,32 +311,42 @@ class Store:
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
+        self._publish = redis.register_script(_PUBLISH)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self.changes: ChangeLog = RedisChangeLog(redis)  # reads of the blogs' change logs
+
+    def renderer(self, blog: Blog) -> Callable[[str], Rendered]:
+        """How bodies of ``blog`` are rendered (its language, the stored photos)."""
+        return lambda body: render(body, self.media, blog["language"])
 
     # ---- low level -------------------------------------------------------------------------
 
     async def _write(self, slug: str, *, field: str, expected: str, state: str, score: str, event: str,
                      data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "",
-                     entry: Entry | None = None) -> list[str]:
-        """One atomic change; ``entry`` (an entry's new or last state) keeps the pinned index true."""
+                     entry: Entry | None = None, draft: tuple[str, str] | None = None) -> list[str]:
+        """One atomic change; ``entry`` (an entry's new or last state) keeps the pinned index true.
+        ``draft`` (its id and expected JSON) makes the change that draft's publication (see drafts.py)."""
         pinned, pinned_score = "", ""
         if entry is not None:
             pinned = "1" if entry["pinned"] else "0"
             pinned_score = str(int(timefmt.parse_rfc3339(entry["published_at"]).timestamp() * 1000))
-        commit = dict(
-            keys=[hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
-                  keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug),
-                  keys.deleted(slug), keys.seq(slug)],
-            args=[field, expected, state, score, event, data, self.stream_maxlen,
-                  self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score],
-        )
+        keys_ = [hash_key, keys.order(slug), keys.stream(slug), keys.trimmed(slug),
+                 keys.idempotency(slug, idem_key or "-"), keys.pinned(slug), keys.changes(slug),
+                 keys.deleted(slug), keys.seq(slug)]
+        args = [field, expected, state, score, event, data, self.stream_maxlen,
+                self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score]
+        script = self._commit
+        if draft is not None:
+            script = self._publish
+            keys_ += [keys.drafts(slug), keys.scheduled(slug)]
+            args += [*draft]
+        commit = dict(keys=keys_, args=args)
         if not self.min_replicas:
-            result = await self._commit(**commit)
+            result = await script(**commit)
         else:
             # WAIT counts the replicas that have this connection's writes: same connection, hence a pipeline.
             async with self.redis.pipeline(transaction=False) as pipe:
-                await self._commit(**commit, client=pipe)
+                await script(**commit, client=pipe)
                 pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
                 result, replicas = await pipe.execute()
             if replicas < self.min_replicas:
@@ -401,27 +473,9 @@ class Store:
         readers and partners does not carry it."""
         _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         _, blog = await self._blog_doc(slug)
-        body = _source(fields, required=True) or ""
-        rendered = render(body, self.media, blog["language"])
-        fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        fingerprint = fingerprint_of(fields)
         moment = published_at or timefmt.now()
-        stamp = timefmt.rfc3339(moment)
-        entry: Entry = {
-            "id": "",  # taken by the write script, only if the write happens
-            "blog": slug,
-            "title": _text(fields, "title"),
-            "body": body,
-            "body_html": rendered.html,
-            "image": rendered.image,
-            "author": _text(fields, "author"),
-            "published_at": stamp,
-            "updated_at": stamp,
-            "key_event": bool(_flag(fields, "key_event")),
-            "pinned": bool(_flag(fields, "pinned")),
-            "version": 1,
-        }
-        if author_profile is not None:
-            entry["author"], entry["author_profile"] = author_profile["name"], author_profile
+        entry = new_entry(slug, fields, moment, author_profile, self.renderer(blog))
         result = await self._write(
             slug, field="", expected="", state=_with_id_slot(dumps(entry)),
             score=str(int(moment.timestamp() * 1000)), event="entry.created",
@@ -435,6 +489,23 @@ class Store:
             return await self.get_entry(slug, prior_id), False
         entry["id"] = result[2]
         return entry, True
+
+    async def publish_draft(self, slug: str, draft_id: str, raw: str, entry: Entry) -> Entry | None:
+        """Publish the draft ``draft_id`` stored as ``raw`` (``entry`` is its published state, with id
+        ""): one write script takes the draft and writes the entry with its event and a public id.
+        None when the draft is no longer ``raw`` (published by another process, edited or deleted)."""
+        moment = timefmt.parse_rfc3339(entry["published_at"])
+        result = await self._write(
+            slug, field="", expected="", state=_with_id_slot(dumps(entry)),
+            score=str(int(moment.timestamp() * 1000)), event="entry.created",
+            data=_with_id_slot(dumps(without_source(entry))), hash_key=keys.entries(slug),
+            entry=entry, draft=(draft_id, raw),
+        )
+        if result[0] != "ok":
+            return None
+        published = entry.copy()
+        published["id"] = result[2]
+        return published
 
     async def get_entry(self, slug: str, entry_id: str) -> Entry:
         raw = await self.redis.hget(keys.entries(slug), entry_id)
@@ -465,23 +536,10 @@ class Store:
     async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any], *,
                            if_versions: frozenset[int] | None = None) -> Entry:
         """Change an entry (version + 1). Pinning alone is not an edit: ``updated_at`` stays."""
-        _reject_unknown(fields, {"body", "title", "author", "key_event", "pinned"})
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
         _, blog = await self._blog_doc(slug)
-        body = _source(fields, required=False)
-        changes: dict[str, Any] = {}
-        if body is not None:
-            rendered = render(body, self.media, blog["language"])
-            changes["body"], changes["body_html"], changes["image"] = body, rendered.html, rendered.image
-        for name in ("title", "author"):
-            if name in fields:
-                changes[name] = _text(fields, name)
-        for name in ("key_event", "pinned"):
-            if name in fields:
-                if fields[name] is None:
-                    raise ValidationError(f"'{name}' must be true or false")
-                changes[name] = _flag(fields, name)
+        changes = entry_changes(fields, self.renderer(blog))
         edit = set(fields) != {"pinned"}
         for _ in range(10):
             raw, entry = await self._current(slug, entry_id, if_versions)

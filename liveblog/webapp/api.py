@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liveblog import metrics
+from liveblog.drafts import UNPUBLISHED, Drafts, is_draft_id, unpublished_status
 from liveblog.model import Entry, PresentedEntry
 from liveblog.present import Presenter
 from liveblog.store import PreconditionFailed, Store
@@ -29,6 +30,10 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 def _store(request: Request) -> Store:
     return request.app.state.store
+
+
+def _drafts(request: Request) -> Drafts:
+    return request.app.state.drafts
 
 
 def _presenter(request: Request) -> Presenter:
@@ -112,17 +117,36 @@ async def create_entry(request: Request) -> Response:
             raise Problem(422, "send either 'author' (a name) or 'author_id' (a profile), not both")
         profile = await request.app.state.authors.profile(fields.pop("author_id"))
     fields.setdefault("author", token["name"])
-    entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key, author_profile=profile)
-    headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
-    if created:
-        metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
+    unpublished = unpublished_status(fields)
+    if unpublished is not None:
+        entry, created = await _drafts(request).create(slug, fields, *unpublished, idempotency_key=key,
+                                                       author_profile=profile)
     else:
+        entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key,
+                                                            author_profile=profile)
+    headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
+    if created and unpublished is None:
+        metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
+    elif not created:
         headers["Idempotent-Replayed"] = "true"
     return await entry_response(request, entry, editor=True, status=201, headers=headers)
 
 
+async def list_unpublished(request: Request, slug: str, status: str) -> Response:
+    """``?status=draft|scheduled``: editors only."""
+    await require(request, "editor", blog=slug)
+    stored = await _drafts(request).list(slug, status)
+    entries = _presenter(request).entries(stored, await _store(request).timezone(slug), for_editor=True)
+    return json_response({"entries": entries, "next": None}, headers={"Cache-Control": EDITOR_CACHE})
+
+
 async def list_entries(request: Request) -> Response:
     slug = slug_param(request)
+    status = request.query_params.get("status") or "published"
+    if status in UNPUBLISHED:
+        return await list_unpublished(request, slug, status)
+    if status != "published":
+        raise Problem(400, "'status' must be 'published', 'draft' or 'scheduled'")
     limit = query_int(request, "limit", 20, low=1, high=100)
     before = request.query_params.get("before") or None
     stored = await _store(request).list_entries(slug, limit=limit, before=before)
@@ -136,8 +160,11 @@ async def list_entries(request: Request) -> Response:
 
 
 async def get_entry(request: Request) -> Response:
-    slug = slug_param(request)
-    entry = await _store(request).get_entry(slug, entry_id_param(request))
+    slug, entry_id = slug_param(request), entry_id_param(request)
+    if is_draft_id(entry_id):
+        await require(request, "editor", blog=slug)
+        return await entry_response(request, await _drafts(request).get(slug, entry_id), editor=True)
+    entry = await _store(request).get_entry(slug, entry_id)
     return await entry_response(request, entry, editor=await is_editor_of(request, slug))
 
 
@@ -147,6 +174,16 @@ async def update_entry(request: Request) -> Response:
     versions = if_match(request)
     fields = await json_object(request)
     try:
+        if is_draft_id(entry_id):
+            entry = await _drafts(request).update(slug, entry_id, fields, if_versions=versions)
+            if entry.get("status", "published") == "published":
+                metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
+            return await entry_response(request, entry, editor=True)
+        status = fields.pop("status", "published")
+        if status != "published":
+            raise Problem(422, "a published entry stays published ('status' may only be 'published')")
+        if "publish_at" in fields:
+            raise Problem(422, "'publish_at' is for drafts and scheduled entries, not published ones")
         entry = await _store(request).update_entry(slug, entry_id, fields, if_versions=versions)
     except PreconditionFailed as exc:
         raise await precondition_failed(request, exc) from None
@@ -157,6 +194,9 @@ async def update_entry(request: Request) -> Response:
 async def delete_entry(request: Request) -> Response:
     slug, entry_id = slug_param(request), entry_id_param(request)
     await require(request, "editor", blog=slug)
+    if is_draft_id(entry_id):
+        await _drafts(request).delete(slug, entry_id)
+        return Response(status_code=204)
     try:
         await _store(request).delete_entry(slug, entry_id, if_versions=if_match(request))
     except PreconditionFailed as exc:

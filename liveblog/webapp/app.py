@@ -20,11 +20,13 @@ from starlette.routing import Route
 from liveblog.authors import Authors
 from liveblog.changelog import RedisChangeLog
 from liveblog.config import Settings
+from liveblog.drafts import Drafts
 from liveblog.fanout import BLOCK_MS, Hub
 from liveblog.media import MediaLibrary
 from liveblog.presence import Presence
 from liveblog.present import Presenter
 from liveblog.redisconn import blocking_client, pool_client
+from liveblog.scheduler import Scheduler
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
 from liveblog.webapp import (
@@ -93,6 +95,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                 min_replicas=settings.redis_min_replicas,
                                 wait_timeout_ms=settings.redis_wait_timeout_ms)
         app.state.presenter = Presenter(public_url)
+        app.state.drafts = Drafts(app.state.store)
+        app.state.scheduler = Scheduler(app.state.drafts, interval=settings.scheduler_interval_seconds)
+        app.state.scheduler.start()
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token,
                                   touch_interval=settings.token_touch_seconds)
         app.state.streams = StreamSlots(settings)
@@ -119,6 +124,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         finally:
             if worker is not None:
                 await worker.stop()
+            await app.state.scheduler.stop()
             await app.state.presence.stop()
             await app.state.hub.stop()
             app.state.media.close()

@@ -92,8 +92,11 @@ SCHEMAS: dict[str, Any] = {
         "version": {"type": "integer", "minimum": 1},
         "url": {"type": "string", "format": "uri"},
         "image": nullable({"type": "string", "format": "uri", "description": "the first image, absolute"}),
+        "status": {"enum": ["published", "draft", "scheduled"],
+                   "description": "draft and scheduled entries are shown to editors only"},
+        "publish_at": nullable({**TIME, "description": "scheduled entries: when they are published"}),
     }, ("id", "blog", "title", "body_html", "author", "published_at", "time_label", "key_event", "pinned",
-        "version", "updated_at")),
+        "version", "updated_at", "status")),
     "EntryPage": obj({"entries": {"type": "array", "items": ref("Entry")}, "next": nullable(STRING)},
                      ("entries", "next")),
     "EntryCreate": obj({
@@ -103,6 +106,9 @@ SCHEMAS: dict[str, Any] = {
         "author_id": {"type": "string", "description": "an author profile's id (instead of author)"},
         "key_event": {"type": "boolean"},
         "pinned": {"type": "boolean"},
+        "status": {"enum": ["published", "draft", "scheduled"],
+                   "description": "draft: kept for editors only (id `d…`); scheduled needs publish_at"},
+        "publish_at": {**TIME, "description": "a future time: the entry is published by itself then"},
     }, ("body",), closed=True),
     "EntryPatch": obj({
         "body": {"type": "string", "minLength": 1, "maxLength": 50_000},
@@ -110,6 +116,10 @@ SCHEMAS: dict[str, Any] = {
         "author": nullable({"type": "string", "maxLength": 120}),
         "key_event": {"type": "boolean"},
         "pinned": {"type": "boolean"},
+        "status": {"enum": ["published", "draft", "scheduled"],
+                   "description": "published: publish a draft or scheduled entry now (one entry.created); "
+                                  "draft: unschedule"},
+        "publish_at": {**TIME, "description": "(re)schedule a draft"},
     }, closed=True),
     "Author": obj({
         "id": STRING, "name": STRING, "title": nullable(STRING),
@@ -257,7 +267,10 @@ PATHS: dict[str, Any] = {
                   parameters=[
                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                       {"name": "before", "in": "query", "schema": STRING,
-                       "description": "the id of the last entry of the previous page"}]),
+                       "description": "the id of the last entry of the previous page"},
+                      {"name": "status", "in": "query", "schema": {"enum": ["published", "draft", "scheduled"]},
+                       "description": "draft or scheduled: the unpublished entries (editor token; scheduled "
+                                      "soonest first)"}]),
         "post": op("Post an update (editor)",
                    {"201": ok("the entry (or, for a replayed Idempotency-Key, the original)", "Entry"),
                     **NOT_FOUND},
