@@ -20,6 +20,7 @@ import orjson
 from liveblog import keys, timefmt
 from liveblog.model import Entry
 from liveblog.store import (
+    APPEND_REVISION,
     NotFound,
     PreconditionFailed,
     Store,
@@ -28,14 +29,16 @@ from liveblog.store import (
     entry_changes,
     fingerprint_of,
     new_entry,
+    revision_of,
 )
 
 UNPUBLISHED = ("draft", "scheduled")
 
-# KEYS: 1 drafts hash, 2 scheduled zset, 3 idempotency key.
+# KEYS: 1 drafts hash, 2 scheduled zset, 3 idempotency key, 4 revisions hash.
 # ARGV: 1 draft id, 2 expected JSON ("" = must not exist), 3 new JSON ("" = delete),
-#       4 due ms ("" = not scheduled), 5 idempotency TTL ("0" = none), 6 idempotency value.
-_DRAFT_WRITE = """
+#       4 due ms ("" = not scheduled), 5 idempotency TTL ("0" = none), 6 idempotency value,
+#       7 revision JSON ("" = none).
+_DRAFT_WRITE = APPEND_REVISION + """
 if ARGV[5] ~= '0' then
   local prior = redis.call('GET', KEYS[3])
   if prior then return {'dup', prior} end
@@ -48,8 +51,10 @@ elseif cur ~= ARGV[2] then
 end
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  append_revision(KEYS[4], ARGV[1], ARGV[7])
 end
 if ARGV[4] == '' or ARGV[3] == '' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -109,14 +114,16 @@ class Drafts:
         self._write_script = store.redis.register_script(_DRAFT_WRITE)
 
     async def _write(self, slug: str, draft_id: str, expected: str, entry: Entry | None, *,
-                     idem_key: str | None = None, idem_value: str = "") -> list[str]:
+                     idem_key: str | None = None, idem_value: str = "", by: str | None = None) -> list[str]:
         due = ""
         if entry is not None and entry["status"] == "scheduled":
             due = str(_ms(timefmt.parse_rfc3339(str(entry["publish_at"]))))
         result = await self._write_script(
-            keys=[keys.drafts(slug), keys.scheduled(slug), keys.idempotency(slug, idem_key or "-")],
+            keys=[keys.drafts(slug), keys.scheduled(slug), keys.idempotency(slug, idem_key or "-"),
+                  keys.revisions(slug)],
             args=[draft_id, expected, dumps(entry) if entry is not None else "", due,
-                  self.store.idempotency_ttl if idem_key else 0, idem_value])
+                  self.store.idempotency_ttl if idem_key else 0, idem_value,
+                  revision_of(entry, by) if entry is not None else ""])
         if result[0] == "ok" and due:
             # The global index of blogs to watch is another slot: written after the blog's own keys
             # (the scheduler removes a blog only after seeing its zset empty, then checks again).
@@ -124,8 +131,8 @@ class Drafts:
         return [str(part) for part in result]
 
     async def create(self, slug: str, fields: dict[str, Any], status: str, publish_at: datetime | None, *,
-                     idempotency_key: str | None = None, author_profile: dict[str, Any] | None = None
-                     ) -> tuple[Entry, bool]:
+                     idempotency_key: str | None = None, author_profile: dict[str, Any] | None = None,
+                     by: str | None = None) -> tuple[Entry, bool]:
         fields = dict(fields)
         blog = await self.store.get_blog(slug)
         fingerprint = fingerprint_of({**fields, "status": status,
@@ -135,7 +142,7 @@ class Drafts:
         entry["id"], entry["status"] = draft_id, status
         entry["publish_at"] = timefmt.rfc3339(publish_at) if publish_at else None
         result = await self._write(slug, draft_id, "", entry, idem_key=idempotency_key,
-                                   idem_value=f"{draft_id}:{fingerprint}")
+                                   idem_value=f"{draft_id}:{fingerprint}", by=by)
         if result[0] == "dup":
             prior_id, _, prior_fingerprint = result[1].partition(":")
             if prior_fingerprint != fingerprint:
@@ -163,7 +170,7 @@ class Drafts:
         return sorted(found, key=lambda entry: (entry["updated_at"], entry["id"]), reverse=True)
 
     async def update(self, slug: str, draft_id: str, fields: dict[str, Any], *,
-                     if_versions: frozenset[int] | None = None) -> Entry:
+                     if_versions: frozenset[int] | None = None, by: str | None = None) -> Entry:
         """Change a draft (a new version) without any public trace. ``status`` ``draft`` unschedules,
         ``publish_at`` (re)schedules; ``status`` ``published`` publishes it, with the other changes."""
         fields = dict(fields)
@@ -189,7 +196,7 @@ class Drafts:
                 elif status == "draft":
                     entry["status"], entry["publish_at"] = "draft", None
                 new_raw = dumps(entry)
-                if (await self._write(slug, draft_id, raw, entry))[0] != "ok":
+                if (await self._write(slug, draft_id, raw, entry, by=by))[0] != "ok":
                     continue
                 raw = new_raw
             if status != "published":

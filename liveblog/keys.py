@@ -76,6 +76,11 @@ def scheduled(slug: str) -> str:
     return f"lb:{{{slug}}}:scheduled"
 
 
+def revisions(slug: str) -> str:
+    """Hash: entry id (public or draft) -> JSON array of its versions, oldest first."""
+    return f"lb:{{{slug}}}:revisions"
+
+
 def readers(slug: str) -> str:
     """Hash: web process -> ``count:expiry ms`` of its open event streams of the blog (presence.py)."""
     return f"lb:{{{slug}}}:readers"

@@ -44,10 +44,24 @@ _PRESENTED = ("url", "time_label", "updated_label")
 #       8 idempotency TTL ("0" = none), 9 idempotency value,
 #       10 pinned ("1", "0", or "" for records that cannot be pinned), 11 pinned score
 # The id is taken only once the write is certain, so refused posts and replays use none up.
-# _PUBLISH (drafts.py) is this script preceded by taking the draft: KEYS 10 drafts hash, 11 scheduled
-# zset; ARGV 12 draft id, 13 the draft's expected JSON (anything else: 'gone', nothing written, no id used).
-_COMMIT_TEMPLATE = """
---[[before]]
+#       12 draft id ("" = none; else this write publishes that draft, see drafts.py), 13 the draft's
+#       expected JSON (anything else: 'gone', nothing written, no id used), 14 revision JSON ("" = none)
+# KEYS (cont.): 10 drafts hash, 11 scheduled zset, 12 revisions hash (entry id -> JSON array of versions)
+# Lua helper shared with drafts.py: append one version's JSON to the entry's array of revisions.
+APPEND_REVISION = """
+local function append_revision(key, field, rev)
+  if rev == '' then return end
+  local revs = redis.call('HGET', key, field)
+  if revs then revs = string.sub(revs, 1, -2) .. ',' .. rev .. ']' else revs = '[' .. rev .. ']' end
+  redis.call('HSET', key, field, revs)
+end
+"""
+_COMMIT = APPEND_REVISION + """
+if ARGV[12] ~= '' then
+  if redis.call('HGET', KEYS[10], ARGV[12]) ~= ARGV[13] then return {'gone', ''} end
+  redis.call('HDEL', KEYS[10], ARGV[12])
+  redis.call('ZREM', KEYS[11], ARGV[12])
+end
 if ARGV[8] ~= '0' then
   local prior = redis.call('GET', KEYS[5])
   if prior then return {'dup', prior} end
@@ -65,12 +79,21 @@ if ARGV[2] == '' then
 elseif ARGV[2] ~= '*' then
   if cur ~= ARGV[2] then return {'conflict', cur or ''} end
 end
+if ARGV[12] ~= '' then
+  local revs = redis.call('HGET', KEYS[12], ARGV[12])
+  if revs then
+    redis.call('HSET', KEYS[12], field, revs)
+    redis.call('HDEL', KEYS[12], ARGV[12])
+  end
+end
 if state == '' then
+  redis.call('HDEL', KEYS[12], field)
   redis.call('HDEL', KEYS[1], field)
   redis.call('SADD', KEYS[8], field)
   if ARGV[4] ~= '' then redis.call('ZREM', KEYS[2], field) end
 else
   redis.call('HSET', KEYS[1], field, state)
+  append_revision(KEYS[12], field, ARGV[14])
   if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], field) end
 end
 if ARGV[10] == '1' and state ~= '' then
@@ -90,13 +113,6 @@ end
 if ARGV[8] ~= '0' then redis.call('SET', KEYS[5], idem, 'EX', ARGV[8]) end
 return {'ok', sid, field}
 """
-_TAKE_DRAFT = """
-if redis.call('HGET', KEYS[10], ARGV[12]) ~= ARGV[13] then return {'gone', ''} end
-redis.call('HDEL', KEYS[10], ARGV[12])
-redis.call('ZREM', KEYS[11], ARGV[12])
-"""
-_COMMIT = _COMMIT_TEMPLATE.replace("--[[before]]", "")
-_PUBLISH = _COMMIT_TEMPLATE.replace("--[[before]]", _TAKE_DRAFT)
 
 # A consistent snapshot for a live page, read in one step so no write falls between its parts.
 # KEYS: 1 stream, 2 blog hash, 3 pinned zset, 4 order zset, 5 entries hash.
@@ -297,6 +313,13 @@ def entry_changes(fields: dict[str, Any], renderer: Callable[[str], Rendered]) -
     return changes
 
 
+def revision_of(entry: Entry, by: str | None) -> str:
+    """One version of an entry as its revisions keep it (JSON): what was written, by whom, when."""
+    return dumps({"version": entry["version"], "body": entry.get("body", entry["body_html"]),
+                  "title": entry["title"], "key_event": entry["key_event"], "pinned": entry["pinned"],
+                  "updated_at": timefmt.rfc3339(timefmt.now()), "by": by or entry["author"]})
+
+
 class Store:
     """Blogs and entries. Stateless: any number of processes may use one Redis at once."""
 
@@ -311,7 +334,6 @@ class Store:
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
         self._commit = redis.register_script(_COMMIT)
-        self._publish = redis.register_script(_PUBLISH)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self.changes: ChangeLog = RedisChangeLog(redis)  # reads of the blogs' change logs
 
@@ -323,9 +345,11 @@ class Store:
 
     async def _write(self, slug: str, *, field: str, expected: str, state: str, score: str, event: str,
                      data: str, hash_key: str, idem_key: str | None = None, idem_value: str = "",
-                     entry: Entry | None = None, draft: tuple[str, str] | None = None) -> list[str]:
+                     entry: Entry | None = None, draft: tuple[str, str] = ("", ""),
+                     revision: str = "") -> list[str]:
         """One atomic change; ``entry`` (an entry's new or last state) keeps the pinned index true.
-        ``draft`` (its id and expected JSON) makes the change that draft's publication (see drafts.py)."""
+        ``draft`` (its id and expected JSON) makes the change that draft's publication (see drafts.py);
+        ``revision`` (JSON) is kept as the new version of the entry."""
         pinned, pinned_score = "", ""
         if entry is not None:
             pinned = "1" if entry["pinned"] else "0"
@@ -335,18 +359,14 @@ class Store:
                  keys.deleted(slug), keys.seq(slug)]
         args = [field, expected, state, score, event, data, self.stream_maxlen,
                 self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score]
-        script = self._commit
-        if draft is not None:
-            script = self._publish
-            keys_ += [keys.drafts(slug), keys.scheduled(slug)]
-            args += [*draft]
-        commit = dict(keys=keys_, args=args)
+        commit = dict(keys=[*keys_, keys.drafts(slug), keys.scheduled(slug), keys.revisions(slug)],
+                      args=[*args, *draft, revision])
         if not self.min_replicas:
-            result = await script(**commit)
+            result = await self._commit(**commit)
         else:
             # WAIT counts the replicas that have this connection's writes: same connection, hence a pipeline.
             async with self.redis.pipeline(transaction=False) as pipe:
-                await script(**commit, client=pipe)
+                await self._commit(**commit, client=pipe)
                 pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
                 result, replicas = await pipe.execute()
             if replicas < self.min_replicas:
@@ -464,10 +484,11 @@ class Store:
         return cast(Entry, entry)
 
     async def create_entry(self, slug: str, fields: dict[str, Any], *, idempotency_key: str | None = None,
-                           published_at: datetime | None = None, author_profile: dict[str, Any] | None = None
-                           ) -> tuple[Entry, bool]:
+                           published_at: datetime | None = None, author_profile: dict[str, Any] | None = None,
+                           by: str | None = None) -> tuple[Entry, bool]:
         """Create an entry; returns (entry, created). A replayed idempotency key returns the original.
-        ``author_profile`` (see ``authors.py``) is kept with the entry as it is now.
+        ``author_profile`` (see ``authors.py``) is kept with the entry as it is now; ``by`` (who wrote it:
+        the token's name) goes with its first revision.
 
         The entry keeps ``body`` (its source, as written) beside ``body_html``; the change sent to
         readers and partners does not carry it."""
@@ -481,6 +502,7 @@ class Store:
             score=str(int(moment.timestamp() * 1000)), event="entry.created",
             data=_with_id_slot(dumps(without_source(entry))), hash_key=keys.entries(slug),
             idem_key=idempotency_key, idem_value=f"{_ID_SLOT}:{fingerprint}", entry=entry,
+            revision=revision_of(entry, by),
         )
         if result[0] == "dup":
             prior_id, _, prior_fingerprint = result[1].partition(":")
@@ -514,6 +536,20 @@ class Store:
             raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
         return self._load_entry(raw)
 
+    async def revisions(self, slug: str, entry_id: str) -> list[dict[str, Any]]:
+        """Every version of an entry (public or draft), oldest first. An entry written before versions
+        were kept has only its current one."""
+        raw = await self.redis.hget(keys.revisions(slug), entry_id)
+        if raw is not None:
+            return orjson.loads(raw)
+        source = keys.drafts(slug) if entry_id.startswith("d") else keys.entries(slug)
+        current = await self.redis.hget(source, entry_id)
+        if current is None:
+            await self._blog_doc(slug)
+            raise NotFound(f"no entry '{entry_id}' in blog '{slug}'")
+        entry = self._load_entry(current)
+        return [{**orjson.loads(revision_of(entry, None)), "updated_at": entry["updated_at"]}]
+
     async def was_deleted(self, slug: str, entry_id: str) -> bool:
         """Whether ``entry_id`` names an update of ``slug`` that was deleted (its page is 410)."""
         return SLUG_RE.fullmatch(slug) is not None and bool(await self.redis.sismember(keys.deleted(slug), entry_id))
@@ -534,7 +570,7 @@ class Store:
         return raw, entry
 
     async def update_entry(self, slug: str, entry_id: str, fields: dict[str, Any], *,
-                           if_versions: frozenset[int] | None = None) -> Entry:
+                           if_versions: frozenset[int] | None = None, by: str | None = None) -> Entry:
         """Change an entry (version + 1). Pinning alone is not an edit: ``updated_at`` stays."""
         if not fields:
             raise ValidationError("nothing to change: send body, title, author, key_event or pinned")
@@ -549,7 +585,7 @@ class Store:
                 entry["updated_at"] = timefmt.rfc3339(timefmt.now())
             result = await self._write(slug, field=entry_id, expected=raw, state=dumps(entry), score="",
                                        event="entry.updated", data=dumps(without_source(entry)),
-                                       hash_key=keys.entries(slug), entry=entry)
+                                       hash_key=keys.entries(slug), entry=entry, revision=revision_of(entry, by))
             if result[0] == "ok":
                 return entry
         raise Conflict("the entry is being changed by someone else; try again")

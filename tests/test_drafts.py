@@ -185,3 +185,35 @@ def test_entries_due_while_nothing_ran_go_out_at_once_in_publish_at_order(
               if f["type"] == "entry.created"]
     r.close()
     assert bodies == ["<p>n0</p>", "<p>n1</p>", "<p>n2</p>"]
+
+
+# ---- revisions ----------------------------------------------------------------------------------
+
+async def test_every_version_is_kept_and_restoring_is_a_new_version(
+        client: httpx.AsyncClient, blog: str, editor: dict[str, str]) -> None:
+    entry = await post(client, blog, editor, "prima *versione*")
+    target = path(blog, entry["id"])
+    assert (await client.patch(target, headers=editor, json={"body": "seconda", "title": "T2"})).status_code == 200
+    assert (await client.patch(target, headers=editor, json={"pinned": True})).status_code == 200
+    assert (await client.get(f"{target}/revisions")).status_code == 401
+    revisions = (await client.get(f"{target}/revisions", headers=editor)).json()["revisions"]
+    assert [(r["version"], r["body"], r["title"], r["by"]) for r in revisions] == [
+        (1, "prima *versione*", None, "Redazione test"), (2, "seconda", "T2", "Redazione test"),
+        (3, "seconda", "T2", "Redazione test")]
+    assert revisions[2]["pinned"] is True and all(r["updated_at"] for r in revisions)
+    # Restoring the first version is an ordinary PATCH: a fourth version.
+    first = revisions[0]
+    restored = await client.patch(target, headers=editor, json={"body": first["body"], "title": first["title"]})
+    assert restored.json()["version"] == 4 and restored.json()["body_html"] == "<p>prima <em>versione</em></p>"
+    revisions = (await client.get(f"{target}/revisions", headers=editor)).json()["revisions"]
+    assert [r["version"] for r in revisions] == [1, 2, 3, 4] and revisions[3]["body"] == "prima *versione*"
+
+
+async def test_a_drafts_revisions_follow_it_when_published(client: httpx.AsyncClient, blog: str,
+                                                         editor: dict[str, str]) -> None:
+    draft = (await client.post(path(blog), headers=editor, json={"body": "bozza 1", "status": "draft"})).json()
+    await client.patch(path(blog, draft["id"]), headers=editor, json={"body": "bozza 2"})
+    entry = (await client.patch(path(blog, draft["id"]), headers=editor, json={"status": "published"})).json()
+    revisions = (await client.get(f"{path(blog, entry['id'])}/revisions", headers=editor)).json()["revisions"]
+    assert [(r["version"], r["body"]) for r in revisions] == [(1, "bozza 1"), (2, "bozza 2")]
+    assert (await client.get(f"{path(blog, draft['id'])}/revisions", headers=editor)).status_code == 404

@@ -120,10 +120,10 @@ async def create_entry(request: Request) -> Response:
     unpublished = unpublished_status(fields)
     if unpublished is not None:
         entry, created = await _drafts(request).create(slug, fields, *unpublished, idempotency_key=key,
-                                                       author_profile=profile)
+                                                       author_profile=profile, by=token["name"])
     else:
         entry, created = await _store(request).create_entry(slug, fields, idempotency_key=key,
-                                                            author_profile=profile)
+                                                            author_profile=profile, by=token["name"])
     headers = {"Location": f"/api/blogs/{slug}/entries/{entry['id']}"}
     if created and unpublished is None:
         metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
@@ -170,12 +170,12 @@ async def get_entry(request: Request) -> Response:
 
 async def update_entry(request: Request) -> Response:
     slug, entry_id = slug_param(request), entry_id_param(request)
-    await require(request, "editor", blog=slug)
+    token = await require(request, "editor", blog=slug)
     versions = if_match(request)
     fields = await json_object(request)
     try:
         if is_draft_id(entry_id):
-            entry = await _drafts(request).update(slug, entry_id, fields, if_versions=versions)
+            entry = await _drafts(request).update(slug, entry_id, fields, if_versions=versions, by=token["name"])
             if entry.get("status", "published") == "published":
                 metrics.CHANGES_PUBLISHED.labels("entry.created").inc()
             return await entry_response(request, entry, editor=True)
@@ -184,7 +184,7 @@ async def update_entry(request: Request) -> Response:
             raise Problem(422, "a published entry stays published ('status' may only be 'published')")
         if "publish_at" in fields:
             raise Problem(422, "'publish_at' is for drafts and scheduled entries, not published ones")
-        entry = await _store(request).update_entry(slug, entry_id, fields, if_versions=versions)
+        entry = await _store(request).update_entry(slug, entry_id, fields, if_versions=versions, by=token["name"])
     except PreconditionFailed as exc:
         raise await precondition_failed(request, exc) from None
     metrics.CHANGES_PUBLISHED.labels("entry.updated").inc()
@@ -205,6 +205,14 @@ async def delete_entry(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def entry_revisions(request: Request) -> Response:
+    """Every version of an entry, oldest first (editors: the versions carry the source)."""
+    slug = request.path_params["slug"]
+    await require(request, "editor", blog=slug)
+    revisions = await _store(request).revisions(slug, request.path_params["entry_id"])
+    return json_response({"revisions": revisions}, headers={"Cache-Control": EDITOR_CACHE})
+
+
 routes = [
     Route("/api/blogs", list_blogs, methods=["GET"]),
     Route("/api/blogs", create_blog, methods=["POST"]),
@@ -215,4 +223,5 @@ routes = [
     Route("/api/blogs/{slug}/entries/{entry_id}", get_entry, methods=["GET"]),
     Route("/api/blogs/{slug}/entries/{entry_id}", update_entry, methods=["PATCH"]),
     Route("/api/blogs/{slug}/entries/{entry_id}", delete_entry, methods=["DELETE"]),
+    Route("/api/blogs/{slug}/entries/{entry_id}/revisions", entry_revisions, methods=["GET"]),
 ]

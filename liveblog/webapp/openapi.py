@@ -121,6 +121,11 @@ SCHEMAS: dict[str, Any] = {
                                   "draft: unschedule"},
         "publish_at": {**TIME, "description": "(re)schedule a draft"},
     }, closed=True),
+    "RevisionList": obj({"revisions": {"type": "array", "items": obj({
+        "version": {"type": "integer", "minimum": 1}, "body": STRING, "title": nullable(STRING),
+        "key_event": {"type": "boolean"}, "pinned": {"type": "boolean"}, "updated_at": TIME,
+        "by": nullable(STRING),
+    }, ("version", "body", "title", "updated_at", "by"))}}, ("revisions",)),
     "Author": obj({
         "id": STRING, "name": STRING, "title": nullable(STRING),
         "url": nullable({"type": "string", "format": "uri"}),
@@ -291,6 +296,11 @@ PATHS: dict[str, Any] = {
                      {"204": ok("deleted; readers and partners are told"), **NOT_FOUND,
                       "409": problem("concurrent change"), "412": problem("If-Match does not match: `current`")},
                      tag="entries", secured=True, parameters=[{"name": "If-Match", "in": "header", "schema": STRING}]),
+    },
+    "/api/blogs/{slug}/entries/{entry_id}/revisions": {
+        "parameters": [SLUG_PARAM, ENTRY_PARAM],
+        "get": op("Every version of an entry, oldest first (editor); restore one by PATCHing its body and title",
+                  {"200": ok("the versions", "RevisionList"), **NOT_FOUND}, tag="entries", secured=True),
     },
     "/api/preview": {
         "post": op("Render a body as a post would be rendered now (editor)", {"200": ok("the HTML", "Preview")},
