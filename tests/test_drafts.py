@@ -5,6 +5,7 @@ All through real `liveblog serve`/`worker` processes on a real Redis.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -15,7 +16,12 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisServer, Service, admin
+from liveblog.config import SettingError, Settings
+from liveblog.drafts import Drafts
+from liveblog.redisconn import pool_client
+from liveblog.scheduler import Scheduler
+from liveblog.store import Store
+from tests.conftest import RedisServer, Service, admin, free_port
 from tests.receivers import Receiver, private_db, serving
 from tests.sse_client import SSEClient
 from tests.support import post
@@ -185,6 +191,30 @@ def test_entries_due_while_nothing_ran_go_out_at_once_in_publish_at_order(
               if f["type"] == "entry.created"]
     r.close()
     assert bodies == ["<p>n0</p>", "<p>n1</p>", "<p>n2</p>"]
+
+
+def test_scheduler_interval_is_a_checked_setting() -> None:
+    assert Settings.from_env({}).scheduler_interval_seconds == 0.5
+    assert Settings.from_env({"LIVEBLOG_SCHEDULER_INTERVAL": "0.2"}).scheduler_interval_seconds == 0.2
+    for bad in ("0", "-1", "3", "soon"):
+        with pytest.raises(SettingError):
+            Settings.from_env({"LIVEBLOG_SCHEDULER_INTERVAL": bad})
+
+
+async def test_a_failing_scheduler_logs_keeps_its_pace_and_stops_promptly(caplog: pytest.LogCaptureFixture) -> None:
+    redis_down = pool_client(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
+    scheduler = Scheduler(Drafts(Store(redis_down)), interval=0.05)
+    scheduler.start()
+    try:
+        for _ in range(600):  # up to 30 s: wait until three rounds have failed
+            if sum("scheduler:" in r.getMessage() for r in caplog.records) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert sum("scheduler:" in r.getMessage() for r in caplog.records) >= 3
+    finally:
+        await scheduler.stop()
+        await redis_down.aclose()
+    assert scheduler._task is not None and scheduler._task.done()
 
 
 # ---- revisions ----------------------------------------------------------------------------------
