@@ -356,6 +356,7 @@
       case "edit": startEditing(item, entry.id); break;
       case "pin": patch({ pinned: !entry.pinned }); break;
       case "key": patch({ key_event: !entry.key_event }); break;
+      case "revisions": act(item, () => showRevisions(item, entry)); break;
       case "delete":
         if (window.confirm(L.confirm_delete)) {
           act(item, async () => {
@@ -415,7 +416,7 @@
       state("lost");
       if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
     });
-    on("entry.created", upsert);
+    on("entry.created", (entry) => { upsert(entry); loadPending(); }); // a scheduled one may have gone out
     on("entry.updated", upsert);
     on("entry.deleted", (entry) => forget(entry.id));
     on("blog.updated", showBlog);
@@ -509,6 +510,140 @@
     composed();
   }
 
+  // ---- drafts, scheduled updates, revisions ------------------------------------------------------
+
+  const pending = $("ed-pending");
+
+  /** A wall-clock time typed in the blog's timezone ("2026-05-01T18:30") as a Date. */
+  function zonedToDate(local) {
+    const [day, time] = local.split("T");
+    const [y, mo, d] = day.split("-").map(Number);
+    const [h, mi] = time.split(":").map(Number);
+    const wall = Date.UTC(y, mo - 1, d, h, mi);
+    const format = new Intl.DateTimeFormat("en-US", {
+      timeZone: blog.timezone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+    const offset = (at) => {
+      const p = Object.fromEntries(format.formatToParts(new Date(at)).map((part) => [part.type, part.value]));
+      return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) - at;
+    };
+    return new Date(wall - offset(wall - offset(wall)));
+  }
+
+  const whenLabel = (iso) => new Intl.DateTimeFormat(blog.language, {
+    timeZone: blog.timezone, dateStyle: "short", timeStyle: "short",
+  }).format(new Date(iso));
+
+  function pendingItem(entry) {
+    const item = document.createElement("li");
+    item.className = "ed-pending-item";
+    item.dataset.id = entry.id;
+    const what = document.createElement("span");
+    what.textContent = entry.title || entry.body.slice(0, 120);
+    const state = document.createElement("small");
+    state.className = "ed-muted";
+    state.textContent = entry.status === "scheduled"
+      ? fill(L.scheduled_for, { time: whenLabel(entry.publish_at) }) : L.draft_badge;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "ed-btn ed-btn-small";
+    button.dataset.action = "publish-now";
+    button.textContent = L.publish_now;
+    item.append(what, " ", state, " ", button);
+    return item;
+  }
+
+  async function loadPending() {
+    try {
+      const [scheduled, drafts] = await Promise.all(["scheduled", "draft"].map(
+        (status) => call("GET", `${config.api}/entries?status=${status}`)));
+      const all = [...scheduled.entries, ...drafts.entries];
+      pending.replaceChildren(...all.map(pendingItem));
+      $("ed-pending-empty").hidden = all.length > 0;
+      say($("ed-pending-error"), "");
+    } catch (error) {
+      sayFailure($("ed-pending-error"), error);
+    }
+  }
+
+  pending.addEventListener("click", async (event) => {
+    const button = event.target.closest('button[data-action="publish-now"]');
+    if (!button) return;
+    button.disabled = true;
+    try {
+      upsert(await call("PATCH", `${config.api}/entries/${button.closest("li").dataset.id}`, { status: "published" }));
+    } catch (error) {
+      sayFailure($("ed-pending-error"), error);
+    }
+    loadPending();
+  });
+
+  /** Saves the composer's text as a draft, or scheduled (`extra` carries publish_at): nothing public. */
+  async function keep(extra) {
+    if (!fields.body.value.trim()) {
+      fields.body.focus();
+      return;
+    }
+    say(composeError, "");
+    say(composeOk, "");
+    try {
+      const entry = await call("POST", `${config.api}/entries`, { ...payload(), ...extra }, { "Idempotency-Key": newKey() });
+      composer.reset();
+      composed();
+      say(composeOk, entry.status === "scheduled"
+        ? fill(L.scheduled_for, { time: whenLabel(entry.publish_at) }) : L.draft_saved);
+      loadPending();
+    } catch (error) {
+      sayFailure(composeError, error);
+    }
+  }
+
+  $("ed-save-draft").addEventListener("click", () => keep({ status: "draft" }));
+  $("ed-schedule").addEventListener("click", () => {
+    const local = $("ed-when").value;
+    if (!local) {
+      $("ed-when").focus();
+      return;
+    }
+    keep({ publish_at: zonedToDate(local).toISOString() });
+  });
+
+  /** Lists an entry's versions under it, each with "Restore" (an ordinary edit: a new version). */
+  async function showRevisions(item, entry) {
+    const box = item.querySelector('[data-field="revisions"]');
+    if (!box.hidden) {
+      box.hidden = true;
+      return;
+    }
+    const { revisions } = await call("GET", `${config.api}/entries/${entry.id}/revisions`);
+    box.replaceChildren(...revisions.slice().reverse().map((revision) => {
+      const line = document.createElement("li");
+      const label = document.createElement("span");
+      label.textContent = fill(L.revision_line, {
+        version: revision.version, time: whenLabel(revision.updated_at), by: revision.by || "",
+      });
+      const text = document.createElement("pre");
+      text.className = "ed-revision-body";
+      text.textContent = revision.body;
+      line.append(label, text);
+      if (revision.version !== entry.version) {
+        const restore = document.createElement("button");
+        restore.type = "button";
+        restore.className = "ed-btn ed-btn-small";
+        restore.textContent = L.restore;
+        restore.addEventListener("click", () => act(item, async () => {
+          const current = entries.get(entry.id);
+          upsert(await change("PATCH", entry.id, current.version, { body: revision.body, title: revision.title }));
+          box.hidden = true;
+        }));
+        line.append(restore);
+      }
+      return line;
+    }));
+    box.hidden = false;
+  }
+
   // ---- signing in ---------------------------------------------------------------------------------
 
   let started = false;
@@ -522,6 +657,7 @@
       started = true;
       connect(); // lists the first page once the stream is attached
       restoreDraft();
+      loadPending();
     }
     fields.body.focus();
   }
