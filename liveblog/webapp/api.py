@@ -207,9 +207,9 @@ async def delete_entry(request: Request) -> Response:
 
 async def entry_revisions(request: Request) -> Response:
     """Every version of an entry, oldest first (editors: the versions carry the source)."""
-    slug = request.path_params["slug"]
+    slug, entry_id = slug_param(request), entry_id_param(request)
     await require(request, "editor", blog=slug)
-    revisions = await _store(request).revisions(slug, request.path_params["entry_id"])
+    revisions = await _store(request).revisions(slug, entry_id)
     return json_response({"revisions": revisions}, headers={"Cache-Control": EDITOR_CACHE})
 
 
