@@ -100,14 +100,17 @@ class Tokens:
         self._migrate = redis.register_script(_MIGRATE)
         self._revoke = redis.register_script(_REVOKE)
 
-    async def create(self, name: str, role: str = "editor", blogs: list[str] | tuple[str, ...] = ()
-                     ) -> tuple[dict[str, Any], str]:
-        """A new token: (its public record, the secret). The secret is not kept anywhere."""
+    async def create(self, name: str, role: str = "editor", blogs: list[str] | tuple[str, ...] = (),
+                     author_id: str | None = None) -> tuple[dict[str, Any], str]:
+        """A new token: (its public record, the secret). The secret is not kept anywhere. A token tied to
+        an author (``author_id``, checked by the caller) signs its posts as that author."""
         name, scoped = _checked(name, role, blogs)
         token = f"lb_{secrets.token_urlsafe(32)}"
         while True:
             record = {"id": new_id(), "name": name, "role": role, "blogs": scoped,
                       "created_at": timefmt.rfc3339(timefmt.now())}
+            if author_id is not None:
+                record["author_id"] = author_id
             if await self._create(keys=[keys.TOKENS, keys.TOKEN_IDS],
                                   args=[digest(token), record["id"], orjson.dumps(record).decode()]):
                 return {**record, "last_used_at": None}, token

@@ -132,3 +132,17 @@ def test_a_bad_publisher_logo_stops_the_process_naming_the_variable() -> None:
                             env={"PATH": "/usr/bin:/bin", "LIVEBLOG_PUBLISHER_LOGO": "javascript:alert(1)"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "LIVEBLOG_PUBLISHER_LOGO" in result.stderr
+
+
+async def test_a_token_tied_to_an_author_signs_its_posts_as_that_author(client: httpx.AsyncClient, blog: str) -> None:
+    author = await make_author(client)
+    made = await client.post("/api/tokens", headers=admin(),
+                             json={"name": "Inviata", "role": "editor", "author_id": author["id"]})
+    assert made.status_code == 201, made.text
+    tied = {"Authorization": f"Bearer {made.json()['token']}", "Content-Type": "application/json"}
+    signed = await post(client, blog, tied, "Dal fronte")
+    assert signed["author"] == "Cecilia Sala" and signed["author_profile"]["id"] == author["id"]
+    named = await post(client, blog, tied, "Firmato a mano", author="Redazione")
+    assert named["author"] == "Redazione" and named["author_profile"] is None
+    unknown = await client.post("/api/tokens", headers=admin(), json={"name": "X", "author_id": "nessuno"})
+    assert unknown.status_code == 422

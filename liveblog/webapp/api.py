@@ -116,6 +116,8 @@ async def create_entry(request: Request) -> Response:
         if "author" in fields:
             raise Problem(422, "send either 'author' (a name) or 'author_id' (a profile), not both")
         profile = await request.app.state.authors.profile(fields.pop("author_id"))
+    elif "author" not in fields and token.get("author_id"):  # a token tied to an author signs as that author
+        profile = await request.app.state.authors.profile(token["author_id"])
     fields.setdefault("author", token["name"])
     unpublished = unpublished_status(fields)
     if unpublished is not None:

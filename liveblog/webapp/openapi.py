@@ -199,6 +199,8 @@ SCHEMAS: dict[str, Any] = {
         "role": {"enum": ["editor", "admin"]},
         "blogs": {"type": "array", "items": {"type": "string", "pattern": SLUG},
                   "description": "limit an editor token to these blogs (403 elsewhere)"},
+        "author_id": {"type": "string", "description": "an author profile: posts without author/author_id "
+                                                       "are signed with it"},
     }, ("name",), closed=True),
 }
 
