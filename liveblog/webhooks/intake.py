@@ -96,7 +96,7 @@ class Intake:
             # than leave the changes pending for the reclaim. Sending it twice is harmless: a change
             # whose script did run was acknowledged by it, and its second run finds it acknowledged
             # and queues nothing (XACK answers 0).
-            log.info("webhook intake: Redis lost its scripts (restarted?); loading them again")
+            log.info("webhook intake: loading its script into Redis (first use, or Redis restarted)")
             await self.queue.load()
             results = await self._enqueue(stream, batch)
         if any(result > 0 for result in results):
