@@ -7,6 +7,7 @@ freeze it, fill it, flush it and restore old backups of it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from liveblog.store import _COMMIT
 from tests.conftest import RedisServer, Service, admin, wait_until
 from tests.sse_client import Event, SSEClient
 from tests.support import post
@@ -80,14 +82,16 @@ class StallingLink:
     """A TCP relay from a service to Redis that freezes Redis (SIGSTOP) the moment a chosen command
     passes through it once armed, so that the stall hits exactly that command; the command waits in
     Redis's socket buffer and runs when Redis is resumed, as after any real stall. Redis is resumed
-    when the service sends anything more (a retry, say), or by the test. Runs on its own thread (the
-    fixtures that start services block the test's event loop)."""
+    when the service sends anything more on the connection that carried it (a retry, say), or by the
+    test; the service's other connections (reader counts, the scheduler) just wait like real clients.
+    Runs on its own thread (the fixtures that start services block the test's event loop)."""
 
     def __init__(self, redis: RedisServer) -> None:
         self.redis = redis
         self.command: bytes | None = None
         self.sent = 0  # times the armed command went through since it was armed
         self.stalled = threading.Event()
+        self._stalled_on: object | None = None  # the connection that carried the armed command
         self.port = 0
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
@@ -121,13 +125,14 @@ class StallingLink:
             try:
                 while data := await src.read(65536):
                     if watch and self.command is not None:
-                        if self.stalled.is_set():
+                        if self.stalled.is_set() and self._stalled_on is src:
                             self.resume()
                         if self.command in data:
                             self.sent += data.count(self.command)
                             if not self.stalled.is_set():
                                 assert self.redis.process is not None
                                 os.kill(self.redis.process.pid, signal.SIGSTOP)
+                                self._stalled_on = src
                                 self.stalled.set()
                     dst.write(data)
                     await dst.drain()
@@ -163,7 +168,8 @@ async def test_a_write_that_meets_a_redis_stall_answers_503_and_runs_exactly_onc
         entry = await post(http, slug, admin(), "prima versione")
         path = f"/api/blogs/{slug}/entries/{entry['id']}"
         async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
-            link.arm(b"EVALSHA")
+            # The write script itself (by its SHA): other scripts run meanwhile, e.g. reader counts.
+            link.arm(hashlib.sha1(_COMMIT.encode()).hexdigest().encode())
             try:
                 response = await http.request(method, path, headers=admin(),
                                               json={"body": "seconda versione"} if method == "PATCH" else None)
