@@ -225,8 +225,9 @@ class Settings:
     send_timeout_seconds: float = 10.0
     # Limits (CONTRACT "Operating safely"): request head and read timeouts, connections and streams
     # per process (0: derived from the open-file limit, see capacity.py), streams per client, the
-    # longest catch-up served (beyond it: `reset`), the browsers' reconnect delay (random in the range,
-    # per stream, to spread a reconnect herd) and the listen backlog.
+    # longest catch-up served (beyond it: `reset`) and the bytes of frames it gathers per write, the
+    # browsers' reconnect delay (random in the range, per stream, to spread a reconnect herd) and the
+    # listen backlog.
     max_header_bytes: int = 65536
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 10.0
@@ -235,6 +236,7 @@ class Settings:
     sse_max_per_client: int = 64
     trusted_proxies: tuple[str, ...] = ()
     sse_max_catch_up: int = 500
+    sse_catch_up_bytes: int = 256 * 1024
     retry_min_ms: int = 500
     retry_max_ms: int = 3000
     backlog: int = 4096
@@ -340,6 +342,9 @@ class Settings:
                                       doc="CIDRs of proxies whose X-Forwarded-For names the client"),
             sse_max_catch_up=_number(env, "LIVEBLOG_SSE_MAX_CATCH_UP", 500, minimum=1, used_by=WEB,
                                      doc="changes a resuming reader may be behind; further gets `reset`"),
+            sse_catch_up_bytes=_number(env, "LIVEBLOG_SSE_CATCH_UP_BYTES", 256 * 1024, minimum=1, used_by=WEB,
+                                       doc="bytes of catch-up frames gathered before they are written to a "
+                                           "resuming reader (bounds a resume's memory)"),
             retry_min_ms=retry_min,
             retry_max_ms=_number(env, "LIVEBLOG_SSE_RETRY_MAX", max(3000, retry_min), minimum=retry_min,
                                  maximum=3_600_000, used_by=WEB,

@@ -230,6 +230,99 @@ async def test_catch_up_limit_applies_to_memory_and_redis_resumes(
     own.stop()
 
 
+class _RawStream:
+    """An event stream read straight off the socket, keeping HTTP/1.1's chunks apart: the server sends
+    each write of the response as one chunk, so the chunks are the server's writes (no timing involved)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.chunks: list[bytes] = []
+        self.ends: list[int] = []  # events complete after each chunk
+        self.events: list[tuple[str, str, dict]] = []  # (id, event, data) of the events with an id
+        self._pending = b""
+
+    @classmethod
+    async def open(cls, port: int, slug: str, last_event_id: str) -> _RawStream:
+        """A stream resuming after ``last_event_id``, its response head read and checked."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /blogs/{slug}/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last_event_id}\r\n\r\n"
+                     .encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        assert head.startswith(b"http/1.1 200") and b"transfer-encoding: chunked" in head, head
+        return cls(reader, writer)
+
+    async def until(self, count: int) -> None:
+        """Reads chunks until ``count`` events with an id have arrived."""
+        while len(self.events) < count:
+            size = int((await asyncio.wait_for(self.reader.readuntil(b"\r\n"), 30)).strip(), 16)
+            chunk = (await self.reader.readexactly(size + 2))[:-2]
+            self.chunks.append(chunk)
+            self._pending += chunk
+            *blocks, self._pending = self._pending.split(b"\n\n")
+            for block in blocks:
+                fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+                if b"id" in fields:
+                    self.events.append((fields[b"id"].decode(), fields[b"event"].decode(),
+                                        json.loads(fields[b"data"])))
+            self.ends.append(len(self.events))
+
+    def chunks_until(self, count: int) -> list[bytes]:
+        """The chunks that brought the first ``count`` events (and what came with them)."""
+        return self.chunks[:next(n for n, end in enumerate(self.ends) if end >= count) + 1]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _big_changes(http: httpx.AsyncClient, slug: str, editor: dict[str, str]) -> list[str]:
+    """Eight entries of about 42 KB of HTML each, then an edit of each as large: 16 changes."""
+    big = "parola " * 6000
+    posted = [(await post(http, slug, editor, f"{i} {big}"))["id"] for i in range(8)]
+    for entry_id in posted:
+        response = await http.patch(f"/api/blogs/{slug}/entries/{entry_id}", headers=editor,
+                                    json={"body": f"{entry_id} corretto {big}"})
+        assert response.status_code == 200, response.text
+    return posted
+
+
+async def test_a_catch_up_of_big_updates_is_written_in_byte_bounded_writes_each_change_once_in_order(
+        service_factory, blog: str, editor: dict[str, str], redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    """Far fewer changes than a Redis page (100), but each of them large: the frames go out as soon
+    as they pass LIVEBLOG_SSE_CATCH_UP_BYTES, from Redis and from the channel's memory alike."""
+    budget = 64 * 1024
+    own = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_SSE_CATCH_UP_BYTES": str(budget)})
+    async with httpx.AsyncClient(base_url=own.url, timeout=10) as http:
+        start = (await _stream_ids(redis_server, blog))[-1]
+        first = await _big_changes(http, blog, editor)  # nobody reads the blog: the resume reads Redis
+        from_redis = await _RawStream.open(own.port, blog, start)
+        await from_redis.until(16)
+        middle = from_redis.events[-1][0]
+        second = await _big_changes(http, blog, editor)  # now in the channel's history too
+        await from_redis.until(32)
+        # The store keeps only the newest change: a resume before it can only be served from memory.
+        redis_server.client().xtrim(keys.stream(blog), maxlen=1)
+        from_memory = await _RawStream.open(own.port, blog, middle)
+        await from_memory.until(16)
+        assert [data["id"] for _, _, data in from_redis.events] == (first * 2) + (second * 2)
+        assert [(sid, event) for sid, event, _ in from_memory.events] == [
+            (sid, event) for sid, event, _ in from_redis.events[16:32]]
+        for where, stream, catch_up in (("redis", from_redis, 16), ("memory", from_memory, 16)):
+            chunks = stream.chunks_until(catch_up)
+            # Several writes, each written as soon as its frames passed the budget: all but the last
+            # reached it, and none held more than one frame beyond it.
+            assert len(chunks) >= 8, where  # two frames pass the budget: at most two a write
+            for chunk in chunks[:-1]:
+                last_frame = chunk.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+                assert len(chunk) >= budget > len(chunk) - len(last_frame) - 2, where
+        # Exactly once across the hand-over to live changes.
+        after = await post(http, blog, editor, "dal vivo")
+        for stream, seen in ((from_redis, 32), (from_memory, 16)):
+            await stream.until(seen + 1)
+            assert [data["id"] for _, _, data in stream.events[seen:]] == [after["id"]]
+            stream.close()
+    own.stop()
+
+
 def test_limit_settings_are_validated() -> None:
     with pytest.raises(SettingError, match="LIVEBLOG_SSE_RETRY_MAX"):
         Settings.from_env({"LIVEBLOG_SSE_RETRY_MIN": "4000", "LIVEBLOG_SSE_RETRY_MAX": "1000"})
@@ -237,8 +330,10 @@ def test_limit_settings_are_validated() -> None:
     with pytest.raises(SettingError, match="LIVEBLOG_TRUSTED_PROXIES"):
         Settings.from_env({"LIVEBLOG_TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"})
     for name in ("LIVEBLOG_MAX_HEADER_BYTES", "LIVEBLOG_HEADER_TIMEOUT", "LIVEBLOG_BODY_TIMEOUT",
-                 "LIVEBLOG_SSE_MAX_PER_CLIENT", "LIVEBLOG_SSE_MAX_CATCH_UP", "LIVEBLOG_BACKLOG"):
+                 "LIVEBLOG_SSE_MAX_PER_CLIENT", "LIVEBLOG_SSE_MAX_CATCH_UP", "LIVEBLOG_SSE_CATCH_UP_BYTES",
+                 "LIVEBLOG_BACKLOG"):
         with pytest.raises(SettingError, match=name):
             Settings.from_env({name: "0"})
+    assert Settings.from_env({}).sse_catch_up_bytes == 256 * 1024
     assert Settings.from_env({"LIVEBLOG_TRUSTED_PROXIES": "10.1.2.3/8, ::1"}).trusted_proxies == ("10.0.0.0/8",
                                                                                                   "::1/128")

@@ -23,7 +23,7 @@ from liveblog.webapp.clients import StreamSlots, client_key
 from liveblog.webapp.inputs import slug_param
 from liveblog.webapp.problems import Problem
 
-CATCH_UP_PAGE = 100  # changes read from Redis, and sent, at a time
+CATCH_UP_PAGE = 100  # changes read from Redis at a time (their frames are written by bytes: _Batch)
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -99,46 +99,70 @@ class EventStream:
         sub, after = self.sub, self.after
         slug = sub.slug
         settings = self.request.app.state.settings
+        out = _Batch(send, sub, settings.sse_catch_up_bytes)
         # A random reconnect delay per stream spreads the herd when a process goes away.
-        frames = [f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode()]
+        await out.add(f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode())
         last = after
         limit = settings.sse_max_catch_up
         cached = None if after is None else sub.channel.changes_after(after)
         if cached is not None and not await self.request.app.state.hub.history_holds(sub.channel):
             cached = None  # the store lost what the history holds: ask it (the answer is a reset)
         if cached is not None and len(cached) <= limit:
-            frames += [frame for _, frame in cached]
+            for _, frame in cached:
+                await out.add(frame)
             if cached:
                 last = cached[-1][0]
         elif cached is not None:
             frame, last = await _reset(changes, slug, "too far behind")
-            frames.append(frame)
+            await out.add(frame)
         elif after is not None:
             if await changes.needs_reset(slug, after):
                 frame, last = await _reset(changes, slug, "resume point no longer available")
-                frames.append(frame)
+                await out.add(frame)
             else:
-                # One page at a time, each sent before the next is read: a resume holds at most one
-                # page of changes in memory. More than `limit` behind gets a reset instead; counting is
-                # needed only when the first page is full (most resumes are a few changes behind).
+                # One page of changes at a time, their frames written whenever they reach the byte
+                # budget: a resume holds at most one page of changes and about the budget of frames.
+                # More than `limit` behind gets a reset instead; counting is needed only when the first
+                # page is full (most resumes are a few changes behind).
                 page = await changes.after(slug, streamids.fmt(after), min(CATCH_UP_PAGE, limit + 1))
                 if len(page) > limit or (len(page) == CATCH_UP_PAGE and await changes.count_after(
                         slug, streamids.fmt(after), limit + 1) > limit):
                     frame, last = await _reset(changes, slug, "too far behind")
-                    frames.append(frame)
+                    await out.add(frame)
                     page = []
                 present, tz = self.request.app.state.presenter.change, sub.channel.timezone
                 while page:
-                    frames += [encode_event(change.id, change.type, present(change.type, change.data, tz))
-                               for change in page]
+                    for change in page:
+                        await out.add(encode_event(change.id, change.type, present(change.type, change.data, tz)))
                     last = streamids.parse(page[-1].id)
                     if len(page) < CATCH_UP_PAGE:
                         break
-                    await _send(send, sub, b"".join(frames))
-                    frames = []
                     page = await changes.after(slug, page[-1].id, CATCH_UP_PAGE)
-        await _send(send, sub, b"".join(frames))
+        await out.flush()
         return last
+
+
+class _Batch:
+    """Frames gathered into few writes: written as soon as they reach ``budget`` bytes (and by
+    :meth:`flush`), so a catch-up of large changes never holds much more than ``budget`` of frames."""
+
+    __slots__ = ("budget", "frames", "send", "size", "sub")
+
+    def __init__(self, send: Send, sub: Subscriber, budget: int) -> None:
+        self.send, self.sub, self.budget = send, sub, budget
+        self.frames: list[bytes] = []
+        self.size = 0
+
+    async def add(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.size += len(frame)
+        if self.size >= self.budget:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.frames:
+            data, self.frames, self.size = b"".join(self.frames), [], 0
+            await _send(self.send, self.sub, data)
 
 
 async def _reset(changes: ChangeLog, slug: str, reason: str) -> tuple[bytes, streamids.StreamId | None]:
