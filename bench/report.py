@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from bench.redisload import RedisLoad
+
 
 def percentile(ordered: list[float], fraction: float) -> float | None:
     """Nearest-rank percentile of an already sorted list."""
@@ -25,6 +27,12 @@ class Row:
     rss_per_reader: float | None = None  # bytes
     cpu: float | None = None  # server CPU seconds over the run
     note: str = ""
+    # For the capacity model (bench/model.py), where a scenario measures them; summed over its processes.
+    processes: int = 1
+    cpu_connect: float | None = None  # server CPU seconds from before the first connect to the settle's end
+    rss_base: float | None = None  # bytes of RSS before any reader connected
+    rss_total: float | None = None  # bytes of RSS with every reader connected, after the settle
+    redis: RedisLoad | None = None
 
     def __post_init__(self) -> None:
         self.latencies.sort()

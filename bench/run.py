@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import redis.exceptions
 
+from bench import model, redisload
 from bench.procs import ROOT, LoadGens, Processes, Worker
 from bench.report import Row, percentile, table
 from bench.targets import KINDS, LiveblogTarget, Target, start, update_text
@@ -48,6 +49,7 @@ class Config:
     blogs: int = 1_000
     slow: int = 100
     storm_window: float = 10.0
+    processes: int = 2  # web processes in the scale-out scenario
     targets: tuple[str, ...] = KINDS
     workdir: Path = Path(tempfile.gettempdir())
     profile: Path | None = None
@@ -76,6 +78,15 @@ async def collect(target: Target, gens: LoadGens) -> dict[str, Any]:
     return merged
 
 
+async def delivered(target: Target, gens: list[LoadGens], paths: list[str], updates: int,
+                    before: redisload.Stats) -> tuple[redisload.Stats, redisload.Stats]:
+    """Wait until every connected reader holds the ``updates`` just posted, then read Redis's command
+    counts again: the window from ``before`` covers the changes' writes and their whole fan-out (and
+    none of the bench's own reads of the streams, which come later)."""
+    await asyncio.gather(*(g.all("wait", expected=dict.fromkeys(paths, updates), timeout=WAIT) for g in gens))
+    return before, await redisload.snapshot(target.redis)
+
+
 def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float | None, cpu: float | None,
              note: str = "") -> Row:
     if seen["ended"]:
@@ -88,10 +99,11 @@ def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float 
 
 async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0,
                    background: Callable[[Target], Awaitable[str]] | None = None,
-                   env: dict[str, str] | None = None) -> Row:
+                   env: dict[str, str] | None = None, count_redis: bool = False) -> Row:
     """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates;
     ``background(target)`` (if given) runs while the updates are posted and is then cancelled; what it
-    returns when cancelled goes into the row's note."""
+    returns when cancelled goes into the row's note. ``count_redis``: Redis commands per change too
+    (:mod:`bench.redisload`; the scenario then lasts the updates' time longer)."""
     with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, kind, env=env)
         target.size = cfg.size
@@ -104,11 +116,13 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
             if slow:
                 await gens.connect(paths * slow, slow=True)
             await asyncio.sleep(SETTLE)
-            rss = (target.proc.rss() - rss0) / max(1, connected + slow)
+            rss_total, cpu_connect = target.proc.rss(), target.proc.cpu() - cpu0
+            rss = (rss_total - rss0) / max(1, connected + slow)
             side = None
             if background is not None:
                 await warm_upload(target)  # the pool's process starts once per web process, not per upload
                 side = asyncio.ensure_future(background(target))
+            before = await redisload.snapshot(target.redis) if count_redis else None
             try:
                 await post_updates(target, paths, cfg.updates, cfg.interval)
             finally:
@@ -116,6 +130,7 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
                 if side is not None:
                     side.cancel()
                     side_note = await side
+            busy = await delivered(target, [gens], paths, cfg.updates, before) if before else None
             seen = await collect(target, gens)
             cpu = target.proc.cpu() - cpu0
             note = f"load generator CPU {gens.cpu():.1f} s" + (f"; {side_note}" if side_note else "")
@@ -132,18 +147,32 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
             if kind == "per-reader":
                 failures = target.proc.tail(10**9).count("MaxConnectionsError: Too many connections")
                 note += f"; redis-py 'Too many connections' raised {failures:,} times"
-            return make_row(scenario, target, seen, rss=rss, cpu=cpu, note=note)
+            row = make_row(scenario, target, seen, rss=rss, cpu=cpu, note=note)
+            row.cpu_connect, row.rss_base, row.rss_total = cpu_connect, rss0, rss_total
+            if busy:
+                row.redis = await redisload.measure(target.redis, busy, cfg.updates)
+                row.note += "; " + row.redis.describe()
+            return row
         finally:
             await target.close()
 
 
 async def fan_out(cfg: Config) -> list[Row]:
     """One blog, every server kind in the same run (the baselines give the ratios)."""
-    return [await one_blog(cfg, kind) for kind in cfg.targets]
+    return [await one_blog(cfg, kind, count_redis=kind == "liveblog") for kind in cfg.targets]
+
+
+STORM_CALM = 3.0  # seconds of the same updates to the same readers, without reconnects, before the storm
 
 
 async def storm(cfg: Config) -> list[Row]:
-    """Every reader drops and reconnects with Last-Event-ID within the window while updates go on."""
+    """Every reader drops and reconnects with Last-Event-ID within the window while updates go on.
+
+    The CPU one reconnect costs: the server's CPU from the storm's start until every reader is back,
+    minus what it spent per second in a calm interval just before (same readers, same updates, no
+    reconnects) times the storm's length, over the reconnects. It includes each reconnect's catch-up
+    (the updates it missed, sent from the channel's memory) and any connection attempt the load
+    generator gave up on and retried."""
     with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, "liveblog")
         target.size = cfg.size
@@ -154,17 +183,26 @@ async def storm(cfg: Config) -> list[Row]:
             cpu0 = target.proc.cpu()
             await gens.connect(paths * cfg.readers, last_event_id=target.heads[target.streams[paths[0]]])
             interval = 0.25
-            posting = asyncio.create_task(post_updates(target, paths, int((cfg.storm_window + 3) / interval),
-                                                       interval))
+            posting = asyncio.create_task(post_updates(
+                target, paths, int((1.0 + STORM_CALM + cfg.storm_window + 3) / interval), interval))
             await asyncio.sleep(1.0)
-            window_start = time.monotonic()
+            calm_cpu, calm_start = target.proc.cpu(), time.monotonic()
+            await asyncio.sleep(STORM_CALM)
+            storm_cpu0, window_start = target.proc.cpu(), time.monotonic()
+            calm_rate = (storm_cpu0 - calm_cpu) / (window_start - calm_start)  # CPU seconds per second
             answers = await gens.all("storm", window=cfg.storm_window)
             back = time.monotonic() - window_start
+            storm_cpu = target.proc.cpu() - storm_cpu0
             await posting
             seen = await collect(target, gens)
             reconnect = sorted(seen["reconnect_ms"])
             failed = sum(a["failed"] for a in answers)
+            reconnected = sum(a["reconnected"] for a in answers)
+            per_reconnect = (storm_cpu - calm_rate * back) / max(1, reconnected)
             note = (f"all back {back:.1f} s after the storm began (window {cfg.storm_window:.0f} s); "
+                    f"CPU per reconnect {per_reconnect * 1000:.2f} ms = ({storm_cpu:.1f} s during the storm − "
+                    f"{calm_rate:.2f} CPU s/s of calm fan-out × {back:.1f} s) / {reconnected:,} reconnects, "
+                    f"so one core absorbs ~{1 / per_reconnect if per_reconnect > 0 else 0:,.0f} reconnects/s; "
                     f"reconnect p50 {statistics.median(reconnect) if reconnect else 0:,.0f} ms "
                     f"p99 {percentile(reconnect, 0.99) or 0:,.0f} ms max {reconnect[-1] if reconnect else 0:,.0f} ms"
                     f"{f'; {failed} reconnects failed' if failed else ''}")
@@ -306,31 +344,48 @@ async def uploads(cfg: Config) -> list[Row]:
 
 
 async def scale_out(cfg: Config) -> list[Row]:
-    """Two ``liveblog serve`` processes on one Redis; readers split over both, updates posted to one."""
+    """``cfg.processes`` ``liveblog serve`` processes on one Redis, readers split evenly over them (one
+    load generator process each), updates posted to the first. CPU and RSS are summed over the
+    processes (the capacity model's check, :mod:`bench.model`) and Redis commands per change counted."""
+    count = cfg.processes
     with Processes(cfg.workdir, cfg.profile) as procs:
         _, redis_url = procs.redis()
-        targets = [start(procs, "liveblog", redis_url) for _ in range(2)]
+        targets = [start(procs, "liveblog", redis_url) for _ in range(count)]
         for target in targets:
             target.size = cfg.size
         try:
-            first, second = targets
+            first = targets[0]
             paths = await first.make_blogs(1)
-            second.streams.update(first.streams)
             await first.mark_heads()
-            second.heads.update(first.heads)
-            halves = [await procs.loadgens(1, "127.0.0.1", port_of(t)) for t in targets]
-            cpu0 = sum(t.proc.cpu() for t in targets)
-            for gens in halves:
-                await gens.connect(paths * (cfg.readers // 2))
+            for target in targets[1:]:
+                target.streams.update(first.streams)
+                target.heads.update(first.heads)
+            shares = [await procs.loadgens(1, "127.0.0.1", port_of(t)) for t in targets]
+            rss0, cpu0 = sum(t.proc.rss() for t in targets), sum(t.proc.cpu() for t in targets)
+            connected = 0
+            for i, gens in enumerate(shares):
+                connected += await gens.connect(paths * (cfg.readers // count + (i < cfg.readers % count)))
             await asyncio.sleep(SETTLE)
+            rss_total, cpu_connect = sum(t.proc.rss() for t in targets), sum(t.proc.cpu() for t in targets) - cpu0
+            before = await redisload.snapshot(first.redis)
             await post_updates(first, paths, cfg.updates, cfg.interval)
-            second.sent.update(first.sent)
-            seen = [await collect(t, g) for t, g in zip(targets, halves, strict=True)]
-            merged = {name: seen[0][name] + seen[1][name] for name in seen[0]}
-            note = ("posted to process 1; delivered " +
-                    ", ".join(f"process {i + 1}: {s['delivered']:,}/{s['expected']:,}" for i, s in enumerate(seen)))
-            return [make_row("scale-out (2 processes)", first, merged, rss=None,
-                             cpu=sum(t.proc.cpu() for t in targets) - cpu0, note=note)]
+            busy = await delivered(first, shares, paths, cfg.updates, before)
+            cpu = sum(t.proc.cpu() for t in targets) - cpu0
+            for target in targets[1:]:
+                target.sent.update(first.sent)
+            seen = [await collect(t, g) for t, g in zip(targets, shares, strict=True)]
+            merged = {name: sum((s[name] for s in seen[1:]), seen[0][name]) for name in seen[0]}
+            row = make_row(f"scale-out ({count} processes)", first, merged, rss=(rss_total - rss0) / max(1, connected),
+                           cpu=cpu, note="")
+            row.processes, row.cpu_connect, row.rss_base, row.rss_total = count, cpu_connect, rss0, rss_total
+            row.redis = await redisload.measure(first.redis, busy, cfg.updates)
+            row.note = "; ".join(filter(None, [
+                "posted to process 1; delivered " + ", ".join(
+                    f"process {i + 1}: {s['delivered']:,}/{s['expected']:,}" for i, s in enumerate(seen)),
+                f"RSS of the {count} processes {rss_total / 2**20:,.0f} MB ({rss0 / 2**20:,.0f} MB before any reader)",
+                f"load generator CPU {sum(g.cpu() for g in shares):.1f} s",
+                row.note, row.redis.describe()]))
+            return [row]
         finally:
             for target in targets:
                 await target.close()
@@ -565,13 +620,15 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     run.add_argument("--size", type=int, default=300, help="characters of text per update (default 300)")
     run.add_argument("--blogs", type=int, default=1_000, help="blogs in the many-blogs scenario (default 1000)")
     run.add_argument("--slow", type=int, default=100, help="frozen readers in the slow scenario (default 100)")
+    run.add_argument("--processes", type=int, default=2,
+                     help="web processes in the scale-out scenario (default 2)")
     run.add_argument("--target", action="append", choices=KINDS, help="servers in the fan-out scenario")
     run.add_argument("--profile", type=Path, help="record each liveblog process with py-spy (collapsed stacks here)")
     run.add_argument("--output", type=Path, default=RESULTS / "latest.md", help="where the table is written")
     args = parser.parse_args(argv)
     cfg = Config(readers=args.readers, updates=args.updates, interval=args.interval, clients=args.clients,
-                 size=args.size, blogs=args.blogs, slow=args.slow, targets=tuple(args.target or KINDS),
-                 profile=args.profile)
+                 size=args.size, blogs=args.blogs, slow=args.slow, processes=args.processes,
+                 targets=tuple(args.target or KINDS), profile=args.profile)
     return args, cfg
 
 
@@ -590,6 +647,7 @@ async def run(scenarios: list[str], cfg: Config) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse(argv)
     scenarios = list(SCENARIOS) if not args.scenario or "all" in args.scenario else args.scenario
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="liveblog-bench-") as workdir:
         cfg.workdir = Path(workdir)
         import uvloop
@@ -597,8 +655,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = uvloop.run(run(scenarios, cfg))
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores · "
-              f"Python {platform.python_version()} · `{command}`")
+              f"Python {platform.python_version()} · `{command}` · load average (1/5/15 min) "
+              f"{'/'.join(f'{x:.1f}' for x in load_before)} at the start, "
+              f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     text = f"{header}\n\n{table(rows)}\n"
+    check = model.check(rows)
+    if check:
+        text += f"\n{check}\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from bench.loadgen import Reader, SSEProtocol
-from bench.run import Config, herd, one_blog, storm
+from bench.run import Config, herd, one_blog, scale_out, storm
 
 
 async def test_every_reader_gets_every_update_once_in_order(tmp_path: Path) -> None:
@@ -26,6 +26,22 @@ async def test_reconnect_storm_resumes_without_gap_or_duplicate(tmp_path: Path) 
     assert row.delivered == row.expected
     assert row.exact == row.readers == 200
     assert "reconnects failed" not in row.note
+    assert "CPU per reconnect" in row.note
+
+
+async def test_scale_out_splits_readers_over_n_processes_and_counts_redis_per_change(tmp_path: Path) -> None:
+    """``--processes 3``: each process gets a third of the readers and every update reaches all of
+    them; Redis sees one XREAD per process per change (each process reads every change once)."""
+    cfg = Config(readers=150, updates=4, interval=0.3, processes=3, workdir=tmp_path)
+    [row] = await scale_out(cfg)
+    assert row.scenario == "scale-out (3 processes)"
+    assert row.processes == 3
+    assert row.delivered == row.expected == 150 * 4
+    assert row.exact == row.readers == 150
+    assert all(f"process {i}: 200/200" in row.note for i in (1, 2, 3)), row.note
+    assert row.redis is not None
+    assert 2.0 <= row.redis.per_change().get("xread", 0) <= 4.0, row.redis.describe()
+    assert row.rss_total is not None and row.rss_base is not None and row.rss_total > row.rss_base
 
 
 async def test_deploy_herd_readers_follow_to_the_second_process_exactly_once(tmp_path: Path) -> None:
