@@ -13,7 +13,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -216,20 +216,32 @@ def _token_command(work):  # type: ignore[no-untyped-def]
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     try:
-        record, token = _token_command(lambda tokens: tokens.create(args.name, args.role, args.blog))
+        record, token = _token_command(lambda tokens: tokens.create(args.name, args.role, args.blog,
+                                                                    author_id=args.author))
     except ValueError as exc:
         say(str(exc))
         return 2
     scope = f" for {', '.join(record['blogs'])}" if record["blogs"] else ""
-    say(f"created {record['role']} token '{record['name']}' ({record['id']}){scope}; it is shown only once:")
+    signed = f", signing as author {record['author_id']}" if record.get("author_id") else ""
+    say(f"created {record['role']} token '{record['name']}' ({record['id']}){scope}{signed}; "
+        "it is shown only once:")
     print(token)
     return 0
 
 
 def cmd_token_list(_args: argparse.Namespace) -> int:
-    for record in _token_command(lambda tokens: tokens.list()):
+    async def listing(tokens: Tokens) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        names = {author["id"]: author["name"] for author in await tokens.authors.list()}
+        return await tokens.list(), names
+
+    records, author_names = _token_command(listing)
+    for record in records:
         blogs = ",".join(record["blogs"]) or "*"
-        print(f"{record['id']}\t{record['name']}\t{record['role']}\t{blogs}\t{record.get('created_at') or '-'}")
+        author = record.get("author_id")
+        if author in author_names:
+            author = f"{author} ({author_names[author]})"
+        print("\t".join((record["id"], record["name"], record["role"], blogs, record.get("created_at") or "-",
+                         record.get("last_used_at") or "-", author or "-")))
     return 0
 
 
@@ -309,12 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", default="editor", choices=["editor", "admin"])
     create.add_argument("--blog", action="append", default=[], metavar="SLUG",
                         help="limit an editor token to this blog (repeatable; default: every blog)")
+    create.add_argument("--author", metavar="AUTHOR_ID",
+                        help="tie the token to an author profile (its id, from GET /api/authors): its posts "
+                             "that name no author are signed as that author, with the profile; an unknown "
+                             "id exits with code 2")
     create.set_defaults(func=cmd_token_create)
-    listing = _command(token_commands, "list", summary="one line per token: id, name, role, blogs, created",
+    listing = _command(token_commands, "list",
+                       summary="one line per token: id, name, role, blogs, created, last used, author",
                        description="""
-        List every bearer token, one line each: its public id, name, role, the blogs it is limited to,
-        when it was created and last used. The secrets are never shown (only their hashes are stored).""",
-                       environment="token")
+        List every bearer token, one line each, tab-separated: its public id, name, role, the blogs it is
+        limited to (* for all), when it was created and last used (- for never), and the author profile
+        it signs as (id and name; - for none). The secrets are never shown (only their hashes are
+        stored).""", environment="token")
     listing.set_defaults(func=cmd_token_list)
     revoke = _command(token_commands, "revoke", summary="revoke a token: it is refused at once", description="""
         Revoke a bearer token by its public id (as `liveblog token list` shows it). Every web process

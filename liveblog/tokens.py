@@ -23,7 +23,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import keys, timefmt
-from liveblog.store import SLUG_RE
+from liveblog.authors import Authors
+from liveblog.store import SLUG_RE, ValidationError
 
 ROLES = ("editor", "admin")
 RANK = {"editor": 1, "admin": 2}
@@ -96,6 +97,7 @@ class Tokens:
         self.bootstrap_admin = bootstrap_admin
         self.touch_interval = touch_interval
         self._touched: dict[str, float] = {}  # token id -> monotonic time of this process's last write
+        self.authors = Authors(redis)
         self._create = redis.register_script(_CREATE)
         self._migrate = redis.register_script(_MIGRATE)
         self._revoke = redis.register_script(_REVOKE)
@@ -103,8 +105,14 @@ class Tokens:
     async def create(self, name: str, role: str = "editor", blogs: list[str] | tuple[str, ...] = (),
                      author_id: str | None = None) -> tuple[dict[str, Any], str]:
         """A new token: (its public record, the secret). The secret is not kept anywhere. A token tied to
-        an author (``author_id``, checked by the caller) signs its posts as that author."""
+        an author (``author_id``, which must name a profile) signs its posts as that author. Bad input
+        (an unknown author included) is a ValueError: the API answers 422, the CLI exits with 2."""
         name, scoped = _checked(name, role, blogs)
+        if author_id is not None:
+            try:
+                await self.authors.profile(author_id)
+            except ValidationError as exc:  # (profiles are never deleted: a check, then the write)
+                raise ValueError(f"cannot tie the token to an author: {exc}") from None
         token = f"lb_{secrets.token_urlsafe(32)}"
         while True:
             record = {"id": new_id(), "name": name, "role": role, "blogs": scoped,

@@ -139,6 +139,7 @@ def test_cli_creates_lists_and_revokes(redis_server: RedisServer, server) -> Non
     (line,) = [row for row in lines.stdout.splitlines() if row.startswith(token_id)]
     fields = line.split("\t")
     assert fields[:4] == [token_id, "Cronaca", "editor", slug] and fields[4].endswith("Z")
+    assert fields[5:] == ["-", "-"]  # never used, signs as no author
     assert httpx.post(f"{server.url}/api/blogs/{slug}/entries", headers=bearer(token),
                       json={"body": "dalla CLI"}).status_code == 201
     revoked = run_cli("token", "revoke", token_id, env=env)
@@ -150,6 +151,47 @@ def test_cli_creates_lists_and_revokes(redis_server: RedisServer, server) -> Non
     assert missing.returncode == 1 and "no token" in missing.stderr
     scoped_admin = run_cli("token", "create", "--name", "x", "--role", "admin", "--blog", slug, env=env)
     assert scoped_admin.returncode == 2 and "only editor tokens" in scoped_admin.stderr
+
+
+def _token_id(stderr: str) -> str:
+    return next(word.strip("(),") for word in stderr.split() if word.startswith("(tok_"))
+
+
+def test_cli_ties_a_token_to_an_author_like_the_api(redis_server: RedisServer, server) -> None:  # type: ignore[no-untyped-def]
+    """`token create --author ID`: the token's posts that name no author are signed with the profile;
+    `token list` shows the author; an unknown id is a one-line error with exit code 2, and no token."""
+    env = {"LIVEBLOG_REDIS_URL": redis_server.url}
+    name = f"Cecilia {uuid.uuid4().hex[:6]}"
+    author = httpx.post(f"{server.url}/api/authors", headers=admin(),
+                        json={"name": name, "title": "inviata a Kiev"}).json()
+    made = run_cli("token", "create", "--name", "Inviata", "--author", author["id"], env=env)
+    assert made.returncode == 0, made.stderr
+    token, token_id = made.stdout.strip(), _token_id(made.stderr)
+    assert f"signing as author {author['id']}" in made.stderr
+
+    slug = new_blog(server.url)
+    signed = httpx.post(f"{server.url}/api/blogs/{slug}/entries", headers=bearer(token), json={"body": "Dal fronte"})
+    assert signed.status_code == 201, signed.text
+    assert signed.json()["author"] == name
+    assert signed.json()["author_profile"] == {"id": author["id"], "name": name, "title": "inviata a Kiev",
+                                               "url": None, "avatar": None}
+    assert listed(server.url)[token_id]["author_id"] == author["id"]  # the same record the API makes
+    (line,) = [row for row in run_cli("token", "list", env=env).stdout.splitlines() if row.startswith(token_id)]
+    fields = line.split("\t")
+    assert fields[1:3] == ["Inviata", "editor"] and fields[5].endswith("Z")  # used once by now
+    assert fields[6] == f"{author['id']} ({name})"
+
+    ghost = f"Fantasma {uuid.uuid4().hex[:6]}"
+    for bad, reason in (("nessuno", "no author 'nessuno'"), ("non un id!", "must be the id of an author")):
+        refused = run_cli("token", "create", "--name", ghost, "--author", bad, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stdout == "" and "Traceback" not in refused.stderr
+        (message,) = refused.stderr.strip().splitlines()
+        assert message.startswith("liveblog: cannot tie the token to an author") and reason in message
+    assert ghost not in {t["name"] for t in listed(server.url).values()}  # nothing was created
+
+    shown = run_cli("token", "create", "--help", env={}).stdout
+    assert "--author AUTHOR_ID" in shown and "GET /api/authors" in " ".join(shown.split())
 
 
 def test_tokens_of_the_previous_version_keep_working(redis_server: RedisServer, server) -> None:  # type: ignore[no-untyped-def]
