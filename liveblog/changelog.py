@@ -68,6 +68,11 @@ class ChangeLog(ABC):
     async def after(self, slug: str, after: str, count: int) -> list[Change]:
         """At most ``count`` changes strictly after ``after``, oldest first."""
 
+    async def between(self, slug: str, after: str, upto: str, count: int) -> list[Change]:
+        """At most ``count`` changes strictly after ``after`` and up to ``upto`` included, oldest first."""
+        end = streamids.parse(upto) or (0, 0)
+        return [c for c in await self.after(slug, after, count) if (streamids.parse(c.id) or (0, 0)) <= end]
+
     @abstractmethod
     async def read(self, cursors: dict[str, str], count: int, block_ms: int) -> dict[str, list[Change]]:
         """Changes after each blog's cursor (``{slug: id}``), waiting up to ``block_ms`` for the first
@@ -138,6 +143,9 @@ class RedisChangeLog(ChangeLog):
 
     async def after(self, slug: str, after: str, count: int) -> list[Change]:
         return _changes(await self.pool.xrange(keys.stream(slug), min=f"({after}", max="+", count=count))
+
+    async def between(self, slug: str, after: str, upto: str, count: int) -> list[Change]:
+        return _changes(await self.pool.xrange(keys.stream(slug), min=f"({after}", max=upto, count=count))
 
     async def read(self, cursors: dict[str, str], count: int, block_ms: int) -> dict[str, list[Change]]:
         if self.reader is None:

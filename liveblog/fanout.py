@@ -66,11 +66,12 @@ class Channel:
     The history also serves resumes: every change after ``floor`` (the stream's newest ID when the
     channel began, later the newest one that left the history) up to ``newest`` is in ``frames``,
     so a reader resuming from an ID in that range catches up from memory, without Redis. That is
-    what a reconnect storm mostly is.
+    what a reconnect storm mostly is. A resume from before ``floor`` may extend the history back
+    (``backfill``, see ``Hub.resume``): a process taking over another's readers sees that first.
     """
 
-    __slots__ = ("_changed", "checking", "closed", "first", "floor", "frames", "newest", "readers", "resync", "since",
-                 "slug", "timezone", "writing")
+    __slots__ = ("_changed", "checking", "closed", "filling", "first", "floor", "frames", "newest", "readers", "resync",
+                 "since", "slug", "timezone", "writing")
 
     def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
@@ -80,6 +81,7 @@ class Channel:
         self.since = 0  # position of the first frame that may serve a resume (moved by a rollback)
         self.resync = False  # after a rollback: the next change starts the history anew
         self.checking: asyncio.Future[bool] | None = None  # the history check resumes share
+        self.filling: asyncio.Future[None] | None = None  # the backfill resumes share
         self.readers: set[Subscriber] = set()
         self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
         self.closed = False
@@ -119,6 +121,21 @@ class Channel:
                 elif sid == after:
                     found = True
         return changes if found else None
+
+    def backfill(self, after: streamids.StreamId, changes: list[tuple[streamids.StreamId, bytes]]) -> bool:
+        """Extend the history back to ``after`` (a change the store holds): ``changes`` are every
+        change after it up to ``floor`` included, oldest first. Done (True) only when they fit in the
+        room the history has left and nothing since its start is stale (no rollback inside it).
+        Readers' positions do not move: the frames go in before ``first``."""
+        if (self.floor is None or self.resync or self.since > self.first or not changes
+                or changes[-1][0] != self.floor or after >= changes[0][0]
+                or len(changes) > (self.frames.maxlen or 0) - len(self.frames)):
+            return False
+        self.frames.extendleft(reversed(changes))
+        self.first -= len(changes)
+        self.newest = self.newest or self.floor
+        self.since, self.floor = self.first, after
+        return True
 
     def invalidate(self) -> None:
         """The store lost or rolled back changes: every reader gets a ``reset`` before anything that
@@ -295,6 +312,37 @@ class Hub:
             channel.checking = asyncio.ensure_future(self._check_history(channel))
             channel.checking.add_done_callback(lambda _: setattr(channel, "checking", None))
         return await asyncio.shield(channel.checking)
+
+    async def resume(self, channel: Channel,
+                     after: streamids.StreamId) -> list[tuple[streamids.StreamId, bytes]] | None:
+        """:meth:`Channel.changes_after`, first extending the history back to ``after`` when it begins
+        later (see :meth:`_backfill`). None: the caller asks the store."""
+        for _ in range(2):  # the backfill in flight may be another resume point's; then one of our own
+            cached = channel.changes_after(after)
+            if cached is not None or channel.floor is None or after >= channel.floor:
+                return cached
+            if channel.filling is None:
+                channel.filling = asyncio.ensure_future(self._backfill(channel, after))
+                channel.filling.add_done_callback(lambda _: setattr(channel, "filling", None))
+            await asyncio.shield(channel.filling)
+        return channel.changes_after(after)
+
+    async def _backfill(self, channel: Channel, after: streamids.StreamId) -> None:
+        """Read from the store the changes between ``after`` and the history's floor, and put them in
+        the history, when they fit. A process that takes over a herd of readers (a deploy: another
+        process went away) begins its history at the first reconnect, a little later than where they
+        all left off; this one read makes every other reconnect of the herd a memory read. A resume
+        point the store does not hold is left to the caller (the answer is a ``reset``)."""
+        floor, slug = channel.floor, channel.slug
+        room = (channel.frames.maxlen or 0) - len(channel.frames)
+        if floor is None or room <= 0 or await self.changes.needs_reset(slug, after):
+            return
+        found = await self.changes.between(slug, streamids.fmt(after), streamids.fmt(floor), room + 1)
+        if not found or len(found) > room or streamids.parse(found[-1].id) != floor or channel.floor != floor:
+            return  # too many to keep, or the history moved meanwhile: the caller reads the store
+        tz, present = channel.timezone, self.presenter.change
+        channel.backfill(after, [(streamids.parse(c.id) or (0, 0),
+                                  encode_event(c.id, c.type, present(c.type, c.data, tz))) for c in found])
 
     async def _check_history(self, channel: Channel) -> bool:
         newest = channel.newest or channel.floor

@@ -70,6 +70,49 @@ async def test_a_resume_inside_the_channel_history_is_served_from_memory() -> No
         await hub.stop()
 
 
+async def test_a_resume_from_before_the_channel_began_backfills_the_history_once() -> None:
+    """The deploy herd: a process's first reader of a blog arrives after the resume point its readers
+    share; one read of the log extends the history back to it, and the rest resume from memory."""
+    log = MemoryChangeLog()
+    hub = await started_hub(log)
+    try:
+        changes = [log.append("b", "note", f'"n{i}"') for i in range(5)]
+        live = await hub.subscribe("b", "UTC")  # the channel begins at changes[-1]
+        channel = live.channel
+        assert channel.changes_after(streamids.parse(changes[1].id) or (0, 0)) is None
+        cached = await hub.resume(channel, streamids.parse(changes[1].id) or (0, 0))
+        assert cached is not None
+        assert [frame for _, frame in cached] == [encode_event(c.id, "note", c.data) for c in changes[2:]]
+        assert channel.floor == streamids.parse(changes[1].id)
+        log.fail_next(ConnectionError("log unavailable"))  # the next resumes must not need the log
+        again = await hub.resume(channel, streamids.parse(changes[1].id) or (0, 0))
+        later = await hub.resume(channel, streamids.parse(changes[3].id) or (0, 0))
+        assert again == cached and later == cached[2:]
+        # A reader registered before the backfill is not handed the older frames as new ones.
+        new = log.append("b", "note", '"live"')
+        await published(channel, 1)
+        assert live.take(None) == (encode_event(new.id, "note", new.data), streamids.parse(new.id))
+    finally:
+        await hub.stop()
+
+
+async def test_no_backfill_for_a_resume_point_the_log_lacks_or_that_does_not_fit() -> None:
+    log = MemoryChangeLog()
+    hub = await started_hub(log, buffer=4)
+    try:
+        changes = [log.append("b", "note", f'"n{i}"') for i in range(8)]
+        sub = await hub.subscribe("b", "UTC")
+        floor = sub.channel.floor
+        assert await hub.resume(sub.channel, streamids.parse(changes[1].id) or (0, 0)) is None  # 6 > 4 frames
+        log.trim("b", keep=4)  # changes[3] is where trimming stopped
+        assert await hub.resume(sub.channel, streamids.parse(changes[2].id) or (0, 0)) is None  # trimmed away
+        assert sub.channel.floor == floor and len(sub.channel.frames) == 0
+        cached = await hub.resume(sub.channel, streamids.parse(changes[3].id) or (0, 0))  # 4 frames fit
+        assert cached is not None and [sid for sid, _ in cached] == [streamids.parse(c.id) for c in changes[4:]]
+    finally:
+        await hub.stop()
+
+
 async def test_a_reader_left_behind_the_history_is_cut_off_as_overflow() -> None:
     log = MemoryChangeLog()
     hub = await started_hub(log, buffer=2)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
-from tests.conftest import Service, admin
+from liveblog import keys
+from tests.conftest import RedisServer, Service, admin
 from tests.sse_client import SSEClient
 from tests.support import HOSTILE, assert_clean, post
 
@@ -79,6 +81,32 @@ async def test_hand_over_from_catch_up_to_live_has_no_gap_or_duplicate(
         assert reader.queue.empty()
     ids = [e.json["id"] for e in events if e.event == "entry.created"]
     assert sorted(ids, key=int) == sorted(posted, key=int) and len(ids) == len(set(ids))
+
+
+async def test_a_herd_resuming_from_before_the_process_first_reader_is_served_from_memory(
+        client: httpx.AsyncClient, server: Service, blog: str, editor: dict[str, str],
+        redis_server: RedisServer) -> None:
+    """The deploy herd: readers of a process that went away all resume here from where they left off,
+    before this process's first reader of the blog. The first resume extends the blog's history back to
+    that point (one read of the store); the others are served from memory: a change deleted from the
+    stream after the first resume still reaches them, and every change arrives once, in order."""
+    posted = [(await post(client, blog, editor, f"prima {i}"))["id"] for i in range(6)]
+    store = redis_server.client()
+    ids = [sid for sid, _ in store.xrange(keys.stream(blog))]  # blog.created, then one per entry
+    left_at = ids[2]  # every reader of the herd left after the second entry
+    url = f"{server.url}/blogs/{blog}/events"
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(SSEClient(url, last_event_id=left_at))
+        assert [e.json["id"] for e in await first.take(4)] == posted[2:]
+        store.xdel(keys.stream(blog), ids[4])  # posted[3]: gone from the store now, still in memory
+        herd = [await stack.enter_async_context(SSEClient(url, last_event_id=left_at)) for _ in range(5)]
+        for reader in herd:
+            assert [e.json["id"] for e in await reader.take(4)] == posted[2:]
+        live = await post(client, blog, editor, "dal vivo")
+        for reader in [first, *herd]:
+            assert (await reader.next()).json["id"] == live["id"]
+        await asyncio.sleep(0.3)
+        assert all(reader.queue.empty() for reader in [first, *herd]), "a change was delivered twice"
 
 
 @pytest.mark.parametrize("bad", ["garbage", "12-ab", "-1", "1-2-3", "99999999999999999999999-0", "'; DROP"])

@@ -94,7 +94,8 @@ class EventStream:
 
     async def _catch_up(self, send: Send) -> streamids.StreamId | None:
         """``retry:``, then every change after the client's resume point (or a ``reset``): from the
-        channel's history when it covers the resume point, else from the stream in Redis."""
+        channel's history when it covers the resume point or can be extended back to it (one read
+        shared by a herd of resumes, ``Hub.resume``), else from the stream in Redis."""
         changes: ChangeLog = self.request.app.state.store.changes
         sub, after = self.sub, self.after
         slug = sub.slug
@@ -104,8 +105,9 @@ class EventStream:
         await out.add(f"retry: {random.randint(settings.retry_min_ms, settings.retry_max_ms)}\n\n".encode())
         last = after
         limit = settings.sse_max_catch_up
-        cached = None if after is None else sub.channel.changes_after(after)
-        if cached is not None and not await self.request.app.state.hub.history_holds(sub.channel):
+        hub: Hub = self.request.app.state.hub
+        cached = None if after is None else await hub.resume(sub.channel, after)
+        if cached is not None and not await hub.history_holds(sub.channel):
             cached = None  # the store lost what the history holds: ask it (the answer is a reset)
         if cached is not None and len(cached) <= limit:
             for _, frame in cached:
