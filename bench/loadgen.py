@@ -339,6 +339,10 @@ class LoadGen:
                 "back_at": back_at, "dropped_at": dropped_at, "retry_ms": retry_ms,
                 "not_back": [f"{status}: {count}" for status, count in not_back.items()]}
 
+    def arrivals(self, start: float, end: float) -> dict[str, int]:
+        """Events read from ``start`` to ``end`` (``time.time()``), over every reader."""
+        return {"events": sum(1 for r in self.readers for at in r.times if start <= at < end)}
+
     def spread(self, sent: dict[str, float]) -> dict[str, list[float]]:
         """Per update, every reader's latency in ms (to see how one fan-out spreads out)."""
         out: dict[str, list[float]] = {sid: [] for sid in sent}
