@@ -56,6 +56,7 @@ class Reader:
     reopen_at: float | None = None  # herd: when it last began reconnecting on its own
     back_at: float | None = None  # herd: when the new stream's first frame arrived
     left_at: float | None = None  # herd: when the server ended its stream
+    failed: int = 0  # connection attempts that got no response head (since the last reconnect began)
 
 
 class SSEProtocol(asyncio.Protocol):
@@ -242,6 +243,7 @@ class LoadGen:
                 # Give up on this attempt's connection: left open, a late answer would feed the same
                 # reader a second stream (duplicates that the server never sent twice).
                 protocol.close()
+                reader.failed += 1
             await asyncio.sleep(min(0.05 * 2**attempt, 2.0) * random.random())
         return False
 
@@ -274,6 +276,7 @@ class LoadGen:
         def reopen(reader: Reader) -> None:
             reader.dropped_at = reader.left_at = time.time()
             reader.back_at = reader.status = None
+            reader.failed = 0
 
             async def later() -> bool:
                 await asyncio.sleep(reader.retry_ms / 1000)
@@ -307,6 +310,8 @@ class LoadGen:
         reconnect_ms: list[float] = []
         caught_up_at: list[float] = []  # herd: when each reader, back, held every update posted before it left
         back_at: list[float] = []
+        answered: list[float] = []  # herd: seconds from beginning to reconnect to the first frame back
+        failed = 0  # herd: connection attempts that got no answer, over all readers' reconnects
         dropped_at: list[float] = []
         retry_ms: list[int] = []
         not_back: dict[str, int] = {}  # herd: readers that never got back, by the last status they saw
@@ -320,6 +325,8 @@ class LoadGen:
                 if all(sid in arrivals for sid in needed):
                     caught_up_at.append(max([reader.back_at, *(arrivals[sid] for sid in needed)]))
                 back_at.append(reader.back_at)
+                answered.append(reader.back_at - reader.reopen_at)
+                failed += reader.failed
                 dropped_at.append(reader.left_at or 0.0)
                 retry_ms.append(reader.retry_ms)
             want = expected.get(reader.path, [])
@@ -336,7 +343,8 @@ class LoadGen:
         return {"readers": len(self.readers), "expected": sum(len(expected.get(r.path, [])) for r in self.readers),
                 "delivered": delivered, "exact": exact, "duplicates": duplicates, "ended": ended,
                 "latencies": latencies, "reconnect_ms": reconnect_ms, "caught_up_at": caught_up_at,
-                "back_at": back_at, "dropped_at": dropped_at, "retry_ms": retry_ms,
+                "back_at": back_at, "answered": answered, "failed_attempts": failed, "dropped_at": dropped_at,
+                "retry_ms": retry_ms,
                 "not_back": [f"{status}: {count}" for status, count in not_back.items()]}
 
     def arrivals(self, start: float, end: float) -> dict[str, int]:

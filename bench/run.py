@@ -457,6 +457,8 @@ async def herd(cfg: Config) -> list[Row]:
                     f"{len(caught):,}/{seen['readers']:,} caught up, "
                     f"{late:,} not within 5 s; {gaps:,} gaps, {seen['duplicates']:,} duplicates; "
                     f"B absorbed {len(back):,} reconnects, {rate:,.0f}/s averaged from SIGTERM to the last one; "
+                    f"a reconnect answered (its first frame) after {pcts(sorted(seen['answered']))}, "
+                    f"{seen['failed_attempts']:,} connection attempts unanswered; "
                     f"retry: sent {retry[0] if retry else 0}–{retry[-1] if retry else 0} ms; "
                     f"A exited {exited_after} after SIGTERM; load generator CPU {gens.cpu():.1f} s")
             if connected < cfg.readers:
