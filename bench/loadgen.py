@@ -255,7 +255,10 @@ class LoadGen:
 
     async def storm(self, window: float) -> dict[str, Any]:
         """Every reader drops its connection at a random moment within ``window`` and reconnects at
-        once with ``Last-Event-ID`` (what a browser's EventSource does after a network blip)."""
+        once with ``Last-Event-ID`` (what a browser's EventSource does after a network blip). The
+        reconnect times reported afterwards are this storm's."""
+        for reader in self.readers:
+            reader.reconnect_ms.clear()
 
         async def cycle(reader: Reader) -> bool:
             await asyncio.sleep(random.random() * window)
@@ -346,10 +349,6 @@ class LoadGen:
                 "back_at": back_at, "answered": answered, "failed_attempts": failed, "dropped_at": dropped_at,
                 "retry_ms": retry_ms,
                 "not_back": [f"{status}: {count}" for status, count in not_back.items()]}
-
-    def arrivals(self, start: float, end: float) -> dict[str, int]:
-        """Events read from ``start`` to ``end`` (``time.time()``), over every reader."""
-        return {"events": sum(1 for r in self.readers for at in r.times if start <= at < end)}
 
     def spread(self, sent: dict[str, float]) -> dict[str, list[float]]:
         """Per update, every reader's latency in ms (to see how one fan-out spreads out)."""

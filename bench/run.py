@@ -162,19 +162,17 @@ async def fan_out(cfg: Config) -> list[Row]:
     return [await one_blog(cfg, kind, count_redis=kind == "liveblog") for kind in cfg.targets]
 
 
-STORM_CALM = 3.0  # seconds of the same updates to the same readers, without reconnects, before the storm
+STORM_IDLE = 2.0  # seconds of the connected readers' idle CPU, measured before the reconnect-only storm
 
 
 async def storm(cfg: Config) -> list[Row]:
     """Every reader drops and reconnects with Last-Event-ID within the window while updates go on.
 
-    The CPU one reconnect costs: the server's CPU from the storm's start until every reader is back,
-    minus the fan-out's share, over the reconnects. The fan-out's share is the events read in that
-    time (live updates and each reconnect's catch-up alike) at the CPU per event of a calm interval just
-    before (same readers, same updates, no reconnects): per event, not per second, because on a busy
-    machine the server gets less CPU than the fan-out wants and its rate says more about the machine.
-    What is left is the connection's own work (accept, request, subscription, finding the resume point),
-    including attempts the load generator gave up on and retried."""
+    First, the same storm with no update posted: the server's CPU from its start until every reader
+    is back, less the idle CPU per second of the same readers times its length, over the reconnects,
+    is the CPU of one reconnect by itself (accept, request, subscription, finding the resume point; and
+    any attempt the load generator gave up on and retried), with no fan-out to subtract and no
+    catch-up to send. With updates going on, a reconnect also costs its catch-up: the row's figures."""
     with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, "liveblog")
         target.size = cfg.size
@@ -184,32 +182,35 @@ async def storm(cfg: Config) -> list[Row]:
             gens = await procs.loadgens(cfg.clients, "127.0.0.1", port_of(target))
             cpu0 = target.proc.cpu()
             await gens.connect(paths * cfg.readers, last_event_id=target.heads[target.streams[paths[0]]])
+            await asyncio.sleep(SETTLE)
+            idle_cpu, idle_start = target.proc.cpu(), time.monotonic()
+            await asyncio.sleep(STORM_IDLE)
+            quiet_cpu, quiet_start = target.proc.cpu(), time.monotonic()
+            idle_rate = (quiet_cpu - idle_cpu) / (quiet_start - idle_start)
+            quiet = await gens.all("storm", window=cfg.storm_window)
+            quiet_s, quiet_cpu = time.monotonic() - quiet_start, target.proc.cpu() - quiet_cpu
+            quiet_back = sum(a["reconnected"] for a in quiet)
+            per_reconnect = (quiet_cpu - idle_rate * quiet_s) / max(1, quiet_back)
+            cpu1 = target.proc.cpu()
             interval = 0.25
-            posting = asyncio.create_task(post_updates(
-                target, paths, int((1.0 + STORM_CALM + cfg.storm_window + 3) / interval), interval))
+            posting = asyncio.create_task(post_updates(target, paths, int((cfg.storm_window + 3) / interval),
+                                                       interval))
             await asyncio.sleep(1.0)
-            calm_cpu, calm_start = target.proc.cpu(), time.time()
-            await asyncio.sleep(STORM_CALM)
-            storm_cpu0, window_start = target.proc.cpu(), time.time()
+            window_start = time.monotonic()
             answers = await gens.all("storm", window=cfg.storm_window)
-            storm_cpu, storm_end = target.proc.cpu() - storm_cpu0, time.time()
-            back = storm_end - window_start
+            back = time.monotonic() - window_start
             await posting
-            calm_events, storm_events = [sum(a["events"] for a in await gens.all("arrivals", start=t0, end=t1))
-                                         for t0, t1 in ((calm_start, window_start), (window_start, storm_end))]
-            per_event = (storm_cpu0 - calm_cpu) / max(1, calm_events)
             seen = await collect(target, gens)
             reconnect = sorted(seen["reconnect_ms"])
-            failed = sum(a["failed"] for a in answers)
-            reconnected = sum(a["reconnected"] for a in answers)
-            per_reconnect = (storm_cpu - storm_events * per_event) / max(1, reconnected)
+            failed = sum(a["failed"] for a in answers + quiet)
             note = (f"all back {back:.1f} s after the storm began (window {cfg.storm_window:.0f} s); "
-                    f"CPU per reconnect {per_reconnect * 1000:.2f} ms = ({storm_cpu:.1f} s CPU during the storm − "
-                    f"{storm_events:,} events read meanwhile × {per_event * 1e6:.1f} µs, the CPU per event of "
-                    f"{STORM_CALM:.0f} calm seconds before) / {reconnected:,} reconnects, so one core absorbs "
-                    f"~{1 / per_reconnect if per_reconnect > 0 else 0:,.0f} reconnects/s besides its fan-out; "
                     f"reconnect p50 {statistics.median(reconnect) if reconnect else 0:,.0f} ms "
-                    f"p99 {percentile(reconnect, 0.99) or 0:,.0f} ms max {reconnect[-1] if reconnect else 0:,.0f} ms"
+                    f"p99 {percentile(reconnect, 0.99) or 0:,.0f} ms max {reconnect[-1] if reconnect else 0:,.0f} ms; "
+                    f"server CPU {target.proc.cpu() - cpu1:.1f} s from the first update on; before it, the same storm "
+                    f"with no update: {quiet_back:,} reconnects, all back in {quiet_s:.1f} s, CPU per reconnect "
+                    f"{per_reconnect * 1000:.2f} ms = ({quiet_cpu:.1f} s − {idle_rate:.3f} CPU s/s idle × "
+                    f"{quiet_s:.1f} s) / {quiet_back:,}, so one core absorbs "
+                    f"~{1 / per_reconnect if per_reconnect > 0 else 0:,.0f} reconnects/s"
                     f"{f'; {failed} reconnects failed' if failed else ''}")
             seen["ended"] = 0  # the load generator dropped them on purpose
             return [make_row("reconnect storm", target, seen, rss=None, cpu=target.proc.cpu() - cpu0, note=note)]

@@ -26,7 +26,7 @@ async def test_reconnect_storm_resumes_without_gap_or_duplicate(tmp_path: Path) 
     assert row.delivered == row.expected
     assert row.exact == row.readers == 200
     assert "reconnects failed" not in row.note
-    assert "CPU per reconnect" in row.note
+    assert "the same storm with no update: 200 reconnects" in row.note and "CPU per reconnect" in row.note
 
 
 async def test_scale_out_splits_readers_over_n_processes_and_counts_redis_per_change(tmp_path: Path) -> None:
