@@ -7,7 +7,8 @@ away). It tracks how many requests it holds at once.
 
 Webhook tests run their services on a Redis database of their own (same server as the session,
 another DB number), so dispatchers started by other tests never take their deliveries and
-subscriptions to ``"*"`` see only their own blogs.
+subscriptions to ``"*"`` see only their own blogs: :func:`webhook_fixtures` gives a module the
+fixtures for that.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from http import HTTPStatus
 from typing import Any
 
 import httpx
+import pytest
 import redis
 from standardwebhooks import Webhook
 
@@ -196,6 +198,54 @@ def private_db(redis_server: RedisServer, db: int) -> str:
     """The URL of database ``db`` of the session's Redis server, emptied first."""
     redis.Redis(port=redis_server.port, db=db).flushdb()
     return redis_server.url.rsplit("/", 1)[0] + f"/{db}"
+
+
+StartWorker = Callable[..., Service]  # (**env) -> a started `liveblog worker`
+
+
+@contextlib.contextmanager
+def worker_pool(service_factory: Callable[..., Service], redis_url: str, **defaults: str) -> Iterator[StartWorker]:
+    """Start `liveblog worker` processes on ``redis_url`` (environment: ``defaults``, then what the
+    call gives); every one of them is stopped at the end."""
+    started: list[Service] = []
+
+    def start(**env: str) -> Service:
+        service = service_factory("worker", env={"LIVEBLOG_REDIS_URL": redis_url, **defaults, **env})
+        started.append(service)
+        return service
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.stop()
+
+
+def webhook_fixtures(db: int, **worker_defaults: str) -> tuple[Any, Any, Any]:
+    """The fixtures of a webhook test module on database ``db`` of the session's Redis:
+
+    - ``api``: one `liveblog serve --no-dispatcher` for the module;
+    - ``redis_url``: the database, emptied before each test;
+    - ``workers``: starts `liveblog worker` processes on it (``worker_defaults`` in their
+      environment), stopped after the test.
+
+    Use: ``api, redis_url, workers = webhook_fixtures(DB)`` at the top of the module."""
+
+    @pytest.fixture(scope="module", name="api")
+    def api(service_factory: Callable[..., Service], redis_server: RedisServer) -> Iterator[Api]:
+        with serving(service_factory, private_db(redis_server, db)) as api:
+            yield api
+
+    @pytest.fixture(name="redis_url")
+    def redis_url(redis_server: RedisServer, api: Api) -> str:
+        return private_db(redis_server, db)
+
+    @pytest.fixture(name="workers")
+    def workers(service_factory: Callable[..., Service], redis_url: str) -> Iterator[StartWorker]:
+        with worker_pool(service_factory, redis_url, **worker_defaults) as start:
+            yield start
+
+    return api, redis_url, workers
 
 
 class Api:

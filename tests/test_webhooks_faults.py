@@ -7,45 +7,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
 import redis
 
 from liveblog.webhooks import keys as whkeys
-from tests.conftest import RedisServer, Service, wait_until
-from tests.receivers import Api, Receiver, Reply, always, private_db, sequence, serving
+from tests.conftest import RedisServer, wait_until
+from tests.receivers import Api, Receiver, Reply, StartWorker, always, sequence, serving, webhook_fixtures
 
 DB = 15
 FAST = {"LIVEBLOG_WEBHOOK_TIMEOUT": "2", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
 
-StartWorker = Callable[..., Service]
-
-
-@pytest.fixture(scope="module")
-def api(service_factory, redis_server: RedisServer) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    with serving(service_factory, private_db(redis_server, DB)) as api:
-        yield api
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer, api: Api) -> str:
-    return private_db(redis_server, DB)  # emptied before each test
-
-
-@pytest.fixture
-def workers(service_factory, redis_url: str) -> Iterator[StartWorker]:  # type: ignore[no-untyped-def]
-    started: list[Service] = []
-
-    def start(**env: str) -> Service:
-        service: Service = service_factory("worker", env={"LIVEBLOG_REDIS_URL": redis_url, **FAST, **env})
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
+api, redis_url, workers = webhook_fixtures(DB, **FAST)
 
 
 def test_ipv6_notations_embedding_ipv4_are_refused_at_connect_time(api: Api, workers: StartWorker,

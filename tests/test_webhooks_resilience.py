@@ -6,42 +6,23 @@ before each test) with the settings it needs, and stops them at the end.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import redis
 
-from tests.conftest import RedisServer, Service
-from tests.receivers import Api, Receiver, Reply, always, private_db, sequence, serving
+from liveblog.redisconn import pool_client
+from liveblog.webhooks import keys as whkeys
+from liveblog.webhooks.queue import DeliveryQueue, Job
+from tests.conftest import RedisServer, wait_until
+from tests.receivers import Api, Receiver, Reply, StartWorker, always, private_db, sequence, serving, webhook_fixtures
 
 DB = 13
 FAST = {"LIVEBLOG_WEBHOOK_TIMEOUT": "2", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
 
-StartWorker = Callable[..., Service]
-
-
-@pytest.fixture(scope="module")
-def api(service_factory, redis_server: RedisServer) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    with serving(service_factory, private_db(redis_server, DB)) as api:
-        yield api
-
-
-@pytest.fixture
-def workers(service_factory, redis_server: RedisServer, api: Api) -> Iterator[StartWorker]:  # type: ignore[no-untyped-def]
-    redis_url = private_db(redis_server, DB)  # emptied before each test
-    started: list[Service] = []
-
-    def start(**env: str) -> Service:
-        service: Service = service_factory("worker", env={"LIVEBLOG_REDIS_URL": redis_url, **env})
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
+api, redis_url, workers = webhook_fixtures(DB)
 
 
 def post_entries(api: Api, slug: str, count: int) -> None:
@@ -125,6 +106,42 @@ def test_change_read_by_a_dead_worker_is_reclaimed(api: Api, redis_server: Redis
         (request,) = receiver.wait_count(1)
     assert request.verify(sub["secret"])["data"]["id"] == entry["id"]
     assert direct.xpending(stream, "webhooks")["pending"] == 0
+
+
+def test_change_queued_by_a_worker_that_died_before_acknowledging_it_is_delivered_once(
+        api: Api, redis_url: str, workers: StartWorker) -> None:
+    """A worker queues a change's deliveries first and acknowledges the change after. One that died
+    in between (simulated: the same consumer-group read, then the queue's own enqueue) leaves the
+    change pending: a live worker delivers the queued delivery, reclaims the change and queues it
+    again, which adds nothing (the delivery is remembered as done), so the partner gets it once."""
+    slug = api.blog()
+    with Receiver() as receiver:
+        sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
+        entry = api.entry(slug)
+        stream = f"lb:{{{slug}}}:stream"
+        direct = redis.Redis.from_url(redis_url, decode_responses=True)
+        direct.xgroup_create(stream, "webhooks", id="0")
+        ((_, items),) = direct.xreadgroup("webhooks", "dead-worker", {stream: ">"})
+        event_id, fields = items[-1]
+        job = Job.for_change(sub["id"], slug, event_id, fields["type"], fields["data"])
+        assert asyncio.run(_enqueue(redis_url, job)) == 1
+        workers(**{**FAST, "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "2"})  # the reclaim comes after the delivery
+        api.wait_deliveries(sub["id"], lambda log: [e["outcome"] for e in log] == ["delivered"])
+        wait_until(lambda: direct.xpending(stream, "webhooks")["pending"] == 0, timeout=30,
+                   what="the change to be reclaimed, queued again and acknowledged")
+        # Queued again before it was acknowledged: a second delivery would be queued, leased or sent by now.
+        assert [direct.zcard(whkeys.queue(sub["id"])), direct.zcard(whkeys.leases(sub["id"])),
+                direct.hlen(whkeys.jobs(sub["id"]))] == [0, 0, 0]
+        (request,) = receiver.requests
+    assert request.webhook_id == job.id and request.verify(sub["secret"])["data"]["id"] == entry["id"]
+
+
+async def _enqueue(redis_url: str, job: Job) -> int:
+    store = pool_client(redis_url)
+    try:
+        return await DeliveryQueue(store).enqueue([job])
+    finally:
+        await store.aclose()
 
 
 def test_two_workers_few_hundred_changes_each_delivered_once(api: Api, workers: StartWorker) -> None:

@@ -66,7 +66,10 @@ class Dispatcher:
         self.user_agent = f"liveblog-webhooks/1 (+{self.public_url})"
         # httpx logs every request at INFO; the delivery log is the record of attempts.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        self.queue = DeliveryQueue(self.redis)
+        # A change whose worker died before acknowledging it is taken over (and queued again) once
+        # idle for the claim idle time, by a reclaim running every half of it: finished deliveries
+        # are remembered for twice that time, so queueing them again adds nothing.
+        self.queue = DeliveryQueue(self.redis, done_keep_ms=int(2 * settings.webhook_claim_idle_seconds * 1000))
         self.recorder = Recorder(self.queue, settings)
         self.intake = Intake(self.redis, self.reader, self.queue, Snapshot(Subscriptions(self.redis, policy)),
                              presenter=Presenter(self.public_url), consumer=self.consumer,
@@ -116,7 +119,7 @@ class Dispatcher:
                 self.last_progress = time.monotonic()
             else:
                 try:
-                    now, next_due, claims = await self.queue.claim(
+                    due_in_ms, claims = await self.queue.claim(
                         limit=room, per_subscription=self.settings.webhook_concurrency_per_subscription,
                         lease_ms=self.lease_ms)
                     backoff = 0.1
@@ -130,8 +133,8 @@ class Dispatcher:
                     task = asyncio.create_task(self._deliver(claim))
                     self._inflight[task] = claim
                     task.add_done_callback(self._done)
-                if next_due is not None:
-                    wait = min(wait, max(0.0, (next_due - now) / 1000))
+                if due_in_ms is not None:
+                    wait = min(wait, due_in_ms / 1000)
                 if len(claims) == room:
                     continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
@@ -189,8 +192,8 @@ class Dispatcher:
 
 
 class Recorder:
-    """Records finished attempts in batches: one script call for every attempt that finished while
-    the previous call was on its way (so no added wait when idle, few round trips under load)."""
+    """Records finished attempts in batches: one pipelined round trip for every attempt that finished
+    while the previous one was on its way (so no added wait when idle, few round trips under load)."""
 
     def __init__(self, queue: DeliveryQueue, settings: Settings) -> None:
         self.queue = queue
@@ -223,7 +226,11 @@ class Recorder:
                             future.set_exception(exc)
                     continue
                 for (_, future), state in zip(batch, states, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(state, Exception):
+                        future.set_exception(state)
+                    else:
                         future.set_result(state)
         finally:
             self.flushing = None

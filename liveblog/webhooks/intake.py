@@ -2,9 +2,10 @@
 
 Every worker reads all blog streams with ``XREADGROUP`` under its own consumer name, so each
 change is handed to one worker. That worker turns it into one delivery per matching subscription
-and acknowledges it in the same script (``DeliveryQueue.enqueue``). Changes a dead worker read but
+(``DeliveryQueue.enqueue``, idempotent) and then acknowledges it. Changes a dead worker read but
 never acknowledged stay pending in the group; :meth:`Intake.reclaim_loop` takes them over with
-``XAUTOCLAIM`` once they have been idle for ``webhook_claim_idle_seconds``.
+``XAUTOCLAIM`` once they have been idle for ``webhook_claim_idle_seconds`` and queues them again
+(which adds nothing for deliveries already queued or recently delivered).
 
 Groups are created at ID ``0`` when a blog is first seen: nothing written between a blog's creation
 and the first poll is lost, and older changes match no subscription created after them.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from liveblog import keys, streamids
 from liveblog.present import Presenter
@@ -71,15 +72,16 @@ class Intake:
         self._index_checked = time.monotonic()
 
     async def _fan_out(self, stream: str, items: list[tuple[str, dict[str, str] | None]]) -> None:
-        """Enqueue one delivery per matching subscription and acknowledge each change, atomically.
+        """Queue one delivery per matching subscription, then acknowledge the changes.
 
-        A change's body is presented and encoded once, for all the subscriptions that want it."""
+        In that order: a crash in between leaves the changes pending, and queueing them again when
+        they are reclaimed adds nothing (``DeliveryQueue.enqueue``). A change's body is presented
+        and encoded once, for all the subscriptions that want it."""
         subs = await self.snapshot.current()
         slug = keys.slug_of_stream(stream)
         tz: str | None = None
-        batch: list[tuple[str, list[Job]]] = []
+        jobs: list[Job] = []
         for event_id, fields in items:
-            jobs = []
             if fields:
                 event_ms = (streamids.parse(event_id) or (0, 0))[0]
                 event_type = fields.get("type", "")
@@ -87,27 +89,11 @@ class Intake:
                 if wanted:
                     tz = tz or await self._timezone(slug)
                     data = self.presenter.change(event_type, fields.get("data", "null"), tz)
-                    jobs = Job.for_subscriptions(wanted, slug, event_id, event_type, data)
-            batch.append((event_id, jobs))
-        try:
-            results = await self._enqueue(stream, batch)
-        except NoScriptError:
-            # Redis lost its scripts (a restart): load them and send the batch again at once rather
-            # than leave the changes pending for the reclaim. Sending it twice is harmless: a change
-            # whose script did run was acknowledged by it, and its second run finds it acknowledged
-            # and queues nothing (XACK answers 0).
-            log.info("webhook intake: loading its script into Redis (first use, or Redis restarted)")
-            await self.queue.load()
-            results = await self._enqueue(stream, batch)
-        if any(result > 0 for result in results):
+                    jobs += Job.for_subscriptions(wanted, slug, event_id, event_type, data)
+        queued = await self.queue.enqueue(jobs)
+        await self.pool.xack(stream, whkeys.GROUP, *(event_id for event_id, _ in items))
+        if queued:
             self.on_queued()
-
-    async def _enqueue(self, stream: str, batch: list[tuple[str, list[Job]]]) -> list[Any]:
-        """Queue each change's deliveries and acknowledge it, in one pipelined round trip."""
-        async with self.pool.pipeline(transaction=False) as pipe:
-            for event_id, jobs in batch:
-                self.queue.enqueue_in(pipe, jobs, ack=(stream, event_id))
-            return list(await pipe.execute())
 
     async def _timezone(self, slug: str) -> str:
         try:

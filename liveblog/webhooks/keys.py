@@ -1,9 +1,9 @@
 """Redis key names of the webhook system (all under ``lb:wh:``).
 
 A subscription's own keys carry its id as hash tag (``lb:wh:{id}:…``), like a blog's keys carry
-its slug. The scripts that fan a change out (blog stream + subscription queues), claim work (every
-active queue) and record finished attempts (a batch across subscriptions) span slots: they need a
-single Redis primary, as the rest of the service does today.
+its slug, so on a Redis Cluster they share one slot. Every queue script is called for one
+subscription and declares the keys it touches (:func:`all_of`); the global keys below are
+read and written with single-key commands only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ GROUP = "webhooks"  # consumer group on every blog stream (``lb:{slug}:stream``)
 
 
 def prefix(sub_id: str) -> str:
-    """Common prefix of one subscription's keys; the Lua scripts append the suffixes below."""
+    """Common prefix of one subscription's keys: ``{id}`` is their hash tag."""
     return f"lb:wh:{{{sub_id}}}:"
 
 
@@ -44,5 +44,12 @@ def log(sub_id: str) -> str:
     return prefix(sub_id) + "log"
 
 
+def done(sub_id: str) -> str:
+    """Zset: delivery id -> when it was finished (ms): recently delivered, failed or gone deliveries,
+    so that a change queued again (its worker died before acknowledging it) is not sent twice."""
+    return prefix(sub_id) + "done"
+
+
 def all_of(sub_id: str) -> list[str]:
-    return [sub(sub_id), queue(sub_id), leases(sub_id), jobs(sub_id), log(sub_id)]
+    """Every key of one subscription, in the order the queue scripts take them (``KEYS[1]``..``KEYS[6]``)."""
+    return [sub(sub_id), queue(sub_id), leases(sub_id), jobs(sub_id), log(sub_id), done(sub_id)]

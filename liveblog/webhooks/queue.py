@@ -1,22 +1,38 @@
 """The delivery queue: one delivery per (change, subscription), scheduled and leased in Redis.
 
 Per subscription: a ``q`` zset (delivery id -> due ms), a ``lease`` zset (delivery id -> lease expiry
-ms) and a ``jobs`` hash (delivery id -> job JSON). All times come from the Redis clock (``TIME``),
-so workers on machines with skewed clocks agree.
+ms), a ``jobs`` hash (delivery id -> job JSON) and a ``done`` zset (delivery id -> when it was
+finished). All times come from the Redis clock (``TIME``) of the node holding the subscription, so
+workers on machines with skewed clocks agree.
 
-- A change becomes deliveries in the same script that acknowledges it in the blog stream's
-  consumer group, so a crash leaves either the change pending (reclaimed and fanned out again) or
-  the deliveries queued, never neither, and a change fanned out twice (after a reclaim race) is
-  enqueued once because only the first ``XACK`` succeeds.
+Every script call is for ONE subscription and is given all its keys (``keys.all_of``, one hash
+tag): on a Redis Cluster each call touches one slot. Work for several subscriptions is a pipeline of
+such calls. The two global keys are changed by single-key commands beside the scripts, in an order
+that loses nothing:
+
+- Queueing is idempotent: the delivery id is stable (blog, change, subscription), and a delivery
+  already queued, leased, or finished less than ``done_keep_ms`` ago is left alone. So the intake
+  queues a change's deliveries first and acknowledges the change in its stream after: a crash in
+  between leaves the change pending; it is reclaimed and queued again, which adds nothing. A change
+  retaken later than ``done_keep_ms`` after its delivery (its worker died between queueing and
+  acknowledging, and no other worker took it over in time) is delivered a second time, same
+  ``webhook-id``: at least once, as promised; receivers dedupe on it.
+- ``lb:wh:active`` (subscriptions with queued or leased deliveries) gets a subscription *after* its
+  deliveries are queued, and loses it only when a claim found its queue and leases empty; the
+  claimer then looks again and adds it back if work arrived meanwhile. Whatever the interleaving,
+  a subscription with work is in the set afterwards.
+- ``lb:wh:version`` (workers reload their subscriptions when it moves) is bumped by its own
+  ``INCR`` after an attempt disabled a subscription.
 - Claiming moves a due delivery into ``lease`` with an expiry longer than one attempt can take.
   A worker that dies holding leases loses nothing: the next claim by anyone puts expired leases back.
-- The per-subscription limit is counted on the shared ``lease`` zset, so it holds across all
-  workers: a slow partner occupies at most that many attempts anywhere, and its backlog waits in
-  its own queue instead of in front of other partners' deliveries.
+- The per-subscription limit is counted on the shared ``lease`` zset inside the claim script, so it
+  holds across all workers: a slow partner occupies at most that many attempts anywhere, and its
+  backlog waits in its own queue instead of in front of other partners' deliveries.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -24,134 +40,126 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from liveblog import streamids, timefmt
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.signing import message_id
 
+log = logging.getLogger(__name__)
+
+# Every script's KEYS: 1 sub, 2 q, 3 lease, 4 jobs, 5 log, 6 done (``keys.all_of``).
 _NOW = """
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] active set, KEYS[2] the blog stream (mode 'ack' only)
-# ARGV[1] mode ('ack': acknowledge the change first, never touch a known delivery; 'replay': reset
-# queued deliveries to attempt 1), ARGV[2] group, ARGV[3] stream id, then triples (sub, id, job JSON)
+# ARGV[1] mode ('new': a delivery already queued, leased or recently done is left alone; 'replay':
+# a queued one restarts at attempt 1 and a done one is queued again), then pairs (delivery id, job
+# JSON). Nothing for a deleted subscription. Returns how many were queued.
 _ENQUEUE = _NOW + """
-if ARGV[1] == 'ack' and redis.call('XACK', KEYS[2], ARGV[2], ARGV[3]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local added = 0
-for i = 4, #ARGV, 3 do
-  local p = 'lb:wh:{' .. ARGV[i] .. '}:'
-  local id = ARGV[i + 1]
-  if redis.call('EXISTS', p .. 'sub') == 1 and not redis.call('ZSCORE', p .. 'lease', id)
-     and (ARGV[1] == 'replay' or redis.call('HEXISTS', p .. 'jobs', id) == 0) then
-    redis.call('HSET', p .. 'jobs', id, ARGV[i + 2])
-    redis.call('ZADD', p .. 'q', now, id)
-    redis.call('SADD', KEYS[1], ARGV[i])
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if not redis.call('ZSCORE', KEYS[3], id) and (ARGV[1] == 'replay'
+      or (redis.call('HEXISTS', KEYS[4], id) == 0 and not redis.call('ZSCORE', KEYS[6], id))) then
+    redis.call('HSET', KEYS[4], id, ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], now, id)
     added = added + 1
   end
 end
 return added
 """
 
-# KEYS[1] active set. ARGV[1] lease ms, ARGV[2] most deliveries to take, ARGV[3] per-subscription
-# limit, ARGV[4] rotation (where to start in the set, so no subscription is always served last).
-# Returns {now, earliest due time among subscriptions with room (-1: none), {sub, id, job, lease, doc}...}
+# ARGV[1] lease ms, ARGV[2] most deliveries to take, ARGV[3] per-subscription limit.
+# Returns {now, earliest due time if the subscription has room (-1: none), deliveries due beyond
+# those taken that its room allows, 1 if nothing is queued or leased, lease expiry, doc, {id, job}...}
 _CLAIM = _NOW + """
-local lease_ms, room, per_sub = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local subs = redis.call('SMEMBERS', KEYS[1])
-local taken, next_due = {}, -1
-for k = 0, #subs - 1 do
-  local sub = subs[(k + tonumber(ARGV[4])) % #subs + 1]
-  local p = 'lb:wh:{' .. sub .. '}:'
-  local q, lease = p .. 'q', p .. 'lease'
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', lease, '-inf', now)) do
-    redis.call('ZREM', lease, id)
-    redis.call('ZADD', q, now, id)
-  end
-  local state = redis.call('HGET', p .. 'sub', 'state')
-  if not state then
-    redis.call('DEL', q, lease, p .. 'jobs')
-  elseif state == 'active' then
-    local free = per_sub - redis.call('ZCARD', lease)
-    if free > 0 and room > 0 then
-      local doc = redis.call('HGET', p .. 'sub', 'doc')
-      for _, id in ipairs(redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, math.min(free, room))) do
-        redis.call('ZREM', q, id)
-        local job = redis.call('HGET', p .. 'jobs', id)
-        if job then
-          redis.call('ZADD', lease, now + lease_ms, id)
-          table.insert(taken, {sub, id, job, tostring(now + lease_ms), doc})
-          room = room - 1
-          free = free - 1
-        end
+local lease_ms, take, per_sub = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZADD', KEYS[2], now, id)
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+local taken, next_due, due, doc = {}, -1, 0, ''
+if not state then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+elseif state == 'active' then
+  local free = per_sub - redis.call('ZCARD', KEYS[3])
+  if free > 0 and take > 0 then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, math.min(free, take))) do
+      redis.call('ZREM', KEYS[2], id)
+      local job = redis.call('HGET', KEYS[4], id)
+      if job then
+        redis.call('ZADD', KEYS[3], now + lease_ms, id)
+        table.insert(taken, {id, job})
+        free = free - 1
       end
     end
-    if free > 0 then
-      local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-      if first[2] and (next_due < 0 or tonumber(first[2]) < next_due) then next_due = tonumber(first[2]) end
-    end
+    if #taken > 0 then doc = redis.call('HGET', KEYS[1], 'doc') end
   end
-  if redis.call('ZCARD', q) == 0 and redis.call('ZCARD', lease) == 0 then redis.call('SREM', KEYS[1], sub) end
+  if free > 0 then
+    due = math.min(free, redis.call('ZCOUNT', KEYS[2], '-inf', now))
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    if first[2] then next_due = tonumber(first[2]) end
+  end
 end
-return {now, next_due, taken}
+local empty = 0
+if redis.call('ZCARD', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[3]) == 0 then empty = 1 end
+return {now, next_due, due, empty, now + lease_ms, doc, taken}
 """
 
-# KEYS[1] version counter. ARGV: 1 log size, 2 disable after ms, 3 reason given when disabling for
-# lack of success, then per attempt 8 values: sub, delivery id, lease held (ms), outcome
-# (delivered|retrying|failed|gone|release), retry delay ms, job JSON for the retry, log entry JSON,
-# last error. Returns each attempt's subscription state afterwards ('deleted' if it is gone).
-# Queue changes happen only while the caller still holds the lease; the attempt is recorded anyway.
+# ARGV: 1 log size, 2 disable after ms, 3 reason given when disabling for lack of success, 4 how
+# long a finished delivery is remembered (ms), 5 delivery id, 6 lease held (ms), 7 outcome
+# (delivered|retrying|failed|gone|release), 8 retry delay ms, 9 job JSON for the retry, 10 log
+# entry JSON, 11 last error. Returns {state afterwards ('deleted' if the subscription is gone),
+# 1 if this attempt disabled it}. Queue changes happen only while the caller still holds the
+# lease; the attempt is recorded anyway.
 _FINISH = _NOW + """
-local log_size, disable_after = tonumber(ARGV[1]), tonumber(ARGV[2])
-local states = {}
-for i = 4, #ARGV, 8 do
-  local p = 'lb:wh:{' .. ARGV[i] .. '}:'
-  local sub, id, outcome = p .. 'sub', ARGV[i + 1], ARGV[i + 3]
-  if redis.call('EXISTS', sub) == 0 then
-    table.insert(states, 'deleted')
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'deleted', 0} end
+local log_size, disable_after, id, outcome = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[5], ARGV[7]
+if tonumber(redis.call('ZSCORE', KEYS[3], id)) == tonumber(ARGV[6]) then
+  redis.call('ZREM', KEYS[3], id)
+  if outcome == 'retrying' then
+    redis.call('HSET', KEYS[4], id, ARGV[9])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), id)
+  elseif outcome == 'release' then
+    redis.call('ZADD', KEYS[2], now, id)
   else
-    if tonumber(redis.call('ZSCORE', p .. 'lease', id)) == tonumber(ARGV[i + 2]) then
-      redis.call('ZREM', p .. 'lease', id)
-      if outcome == 'retrying' then
-        redis.call('HSET', p .. 'jobs', id, ARGV[i + 5])
-        redis.call('ZADD', p .. 'q', now + tonumber(ARGV[i + 4]), id)
-      elseif outcome == 'release' then
-        redis.call('ZADD', p .. 'q', now, id)
-      else
-        redis.call('HDEL', p .. 'jobs', id)
-      end
-    end
-    if outcome == 'delivered' then
-      redis.call('HSET', sub, 'failures', 0, 'last_success_at', now)
-      redis.call('HDEL', sub, 'failing_since')
-      redis.call('HINCRBY', sub, 'delivered', 1)
-    elseif outcome ~= 'release' then
-      redis.call('HINCRBY', sub, 'failures', 1)
-      redis.call('HSET', sub, 'last_failure_at', now, 'last_error', ARGV[i + 7])
-      redis.call('HSETNX', sub, 'failing_since', now)
-      if outcome ~= 'retrying' then redis.call('HINCRBY', sub, 'failed', 1) end
-      local reason = false
-      if outcome == 'gone' then
-        reason = 'the receiver answered 410 Gone'
-      elseif now - tonumber(redis.call('HGET', sub, 'failing_since')) >= disable_after then
-        reason = ARGV[3]
-      end
-      if reason and redis.call('HGET', sub, 'state') == 'active' then
-        redis.call('HSET', sub, 'state', 'disabled', 'disabled_at', now, 'disabled_reason', reason)
-        redis.call('INCR', KEYS[1])
-      end
-    end
-    if outcome ~= 'release' then
-      redis.call('LPUSH', p .. 'log', ARGV[i + 6])
-      redis.call('LTRIM', p .. 'log', 0, log_size - 1)
-    end
-    table.insert(states, redis.call('HGET', sub, 'state'))
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('ZADD', KEYS[6], now, id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[4]))
   end
 end
-return states
+local disabled = 0
+if outcome == 'delivered' then
+  redis.call('HSET', KEYS[1], 'failures', 0, 'last_success_at', now)
+  redis.call('HDEL', KEYS[1], 'failing_since')
+  redis.call('HINCRBY', KEYS[1], 'delivered', 1)
+elseif outcome ~= 'release' then
+  redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  redis.call('HSET', KEYS[1], 'last_failure_at', now, 'last_error', ARGV[11])
+  redis.call('HSETNX', KEYS[1], 'failing_since', now)
+  if outcome ~= 'retrying' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
+  local reason = false
+  if outcome == 'gone' then
+    reason = 'the receiver answered 410 Gone'
+  elseif now - tonumber(redis.call('HGET', KEYS[1], 'failing_since')) >= disable_after then
+    reason = ARGV[3]
+  end
+  if reason and redis.call('HGET', KEYS[1], 'state') == 'active' then
+    redis.call('HSET', KEYS[1], 'state', 'disabled', 'disabled_at', now, 'disabled_reason', reason)
+    disabled = 1
+  end
+end
+if outcome ~= 'release' then
+  redis.call('LPUSH', KEYS[5], ARGV[10])
+  redis.call('LTRIM', KEYS[5], 0, log_size - 1)
+end
+return {redis.call('HGET', KEYS[1], 'state'), disabled}
 """
 
 
@@ -216,59 +224,165 @@ class Attempted:
     error: str = ""
 
 
+Call = tuple[AsyncScript, str, list[Any]]  # (script, subscription id, ARGV)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One subscription's answer to a claim call."""
+
+    claims: list[Claim]
+    wait_ms: int | None  # until its earliest queued delivery, if it has room for one
+    due: int  # deliveries due now beyond those taken, within its room
+    empty: bool  # nothing queued or leased
+
+
 class DeliveryQueue:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    """The queue of every subscription. ``done_keep_ms``: how long a finished delivery is remembered,
+    so that queueing its change again adds nothing (see the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, *, done_keep_ms: int = 120_000) -> None:
         self.redis = redis
+        self.done_keep_ms = done_keep_ms
         self._enqueue = redis.register_script(_ENQUEUE)
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
 
-    @staticmethod
-    def _enqueue_call(jobs: list[Job], ack: tuple[str, str] | None) -> tuple[list[str], list[Any]]:
-        args: list[Any] = ["ack" if ack else "replay", whkeys.GROUP, ack[1] if ack else ""]
-        for job in jobs:
-            args += [job.sub_id, job.id, job.to_json()]
-        return ([whkeys.ACTIVE, ack[0]] if ack else [whkeys.ACTIVE]), args
-
-    async def enqueue(self, jobs: list[Job]) -> int:
-        """Queue ``jobs`` (a replay): queued deliveries restart at attempt 1, leased ones are left alone.
-        Returns how many were queued."""
-        script_keys, args = self._enqueue_call(jobs, None)
-        return int(await self._enqueue(keys=script_keys, args=args))
-
-    def enqueue_in(self, pipe: Pipeline, jobs: list[Job], *, ack: tuple[str, str]) -> None:
-        """Add to ``pipe``: queue ``jobs`` and acknowledge the change ``ack=(stream, event_id)`` in one
-        script; nothing is queued if the change was already acknowledged, nor any delivery already
-        known. ``execute`` gives the count queued (-1: already acknowledged).
-
-        A bare ``EVALSHA``, without the ``SCRIPT EXISTS`` round trip redis-py adds to every pipeline
-        that runs a script: after Redis lost its scripts ``execute`` raises ``NoScriptError``, and
-        the caller calls :meth:`load` and sends the pipeline again (each acknowledgement runs once)."""
-        script_keys, args = self._enqueue_call(jobs, ack)
-        pipe.evalsha(self._enqueue.sha, len(script_keys), *script_keys, *args)
-
     async def load(self) -> None:
-        """Load the scripts into Redis (again: a restart empties its script cache)."""
+        """Load the scripts into Redis (again: a restart empties its script cache; on a cluster,
+        into every primary, so a new or promoted one has them too)."""
         for script in (self._enqueue, self._claim, self._finish):
             script.sha = await self.redis.script_load(script.script)
 
-    async def claim(self, *, limit: int, per_subscription: int, lease_ms: int) -> tuple[int, int | None, list[Claim]]:
-        """Lease up to ``limit`` due deliveries. Returns (Redis time ms, earliest due ms or None, claims)."""
-        now, next_due, taken = await self._claim(
-            keys=[whkeys.ACTIVE], args=[lease_ms, limit, per_subscription, random.randrange(1 << 30)])
-        claims = [Claim(Job.from_json(raw), int(lease), orjson.loads(doc)) for _sub, _id, raw, lease, doc in taken]
-        return int(now), (int(next_due) if int(next_due) >= 0 else None), claims
+    async def _send(self, calls: list[Call]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, sub_id, args in calls:
+                script_keys = whkeys.all_of(sub_id)
+                # Not ``pipe.evalsha``: redis-py's cluster pipeline refuses that method, though it
+                # routes the command itself by its keys like any other.
+                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _call(self, calls: list[Call]) -> list[Any]:
+        """Run each call in one pipelined round trip (on a cluster, one per node, side by side).
+        Each result is the script's reply or the exception of that call alone.
+
+        A bare ``EVALSHA``: a call refused with NOSCRIPT (Redis lost its scripts: a restart, a
+        failover, a new primary) ran nothing, so the scripts are loaded and exactly those calls
+        are sent again, once. No other call is ever sent twice."""
+        if not calls:
+            return []
+        results = await self._send(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            log.info("webhook queue: loading its scripts into Redis (first use, or Redis restarted)")
+            await self.load()
+            for i, result in zip(missing, await self._send([calls[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    async def enqueue(self, jobs: list[Job], *, replay: bool = False) -> int:
+        """Queue ``jobs`` and make their subscriptions active; returns how many were queued.
+
+        Not a replay: a delivery already queued, leased or recently done is left alone, so queueing
+        a change twice adds nothing. A replay: queued deliveries restart at attempt 1 and done ones
+        are queued again; leased ones are left to finish. Raises the first failure after the calls
+        that succeeded took effect (those that failed queued nothing: the caller may queue again)."""
+        by_sub: dict[str, list[Any]] = {}
+        for job in jobs:
+            by_sub.setdefault(job.sub_id, ["replay" if replay else "new"]).extend((job.id, job.to_json()))
+        calls: list[Call] = [(self._enqueue, sub_id, args) for sub_id, args in by_sub.items()]
+        results = await self._call(calls)
+        queued = [sub_id for (_, sub_id, _), result in zip(calls, results, strict=True)
+                  if not isinstance(result, Exception)]
+        if queued:  # after the deliveries are in their queues (see the module docstring)
+            await self.redis.sadd(whkeys.ACTIVE, *queued)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return sum(int(result) for result in results)
+
+    async def claim(self, *, limit: int, per_subscription: int, lease_ms: int) -> tuple[int | None, list[Claim]]:
+        """Lease up to ``limit`` due deliveries, at most ``per_subscription`` leased per subscription
+        at any time across all workers. Returns (ms until the earliest delivery due at a
+        subscription with room, None if none; the claims).
+
+        One claim call per active subscription, in a random order so that none is always served
+        last. When the room cannot cover every subscription's limit, a first round (taking
+        nothing) asks each how many it has due, and the room is shared out in that order."""
+        subs = list(await self.redis.smembers(whkeys.ACTIVE))
+        random.shuffle(subs)
+        if len(subs) * per_subscription <= limit:
+            answers = await self._claim_each(dict.fromkeys(subs, per_subscription), per_subscription, lease_ms)
+        else:
+            answers = await self._claim_each(dict.fromkeys(subs, 0), per_subscription, lease_ms)
+            asks, room = {}, limit
+            for sub_id in subs:
+                due = answers[sub_id].due if sub_id in answers else 0
+                if due and room:
+                    asks[sub_id] = min(due, room)
+                    room -= asks[sub_id]
+            answers |= await self._claim_each(asks, per_subscription, lease_ms)
+        await self._forget([sub_id for sub_id, answer in answers.items() if answer.empty])
+        waits = [answer.wait_ms for answer in answers.values() if answer.wait_ms is not None]
+        return (min(waits) if waits else None), [claim for answer in answers.values() for claim in answer.claims]
+
+    async def _claim_each(self, asks: dict[str, int], per_subscription: int, lease_ms: int) -> dict[str, _Answer]:
+        """One claim call per subscription in ``asks`` (id -> most to take). A subscription whose
+        call failed (its shard is down) is left out and logged; if every call failed, the first
+        failure is raised."""
+        calls: list[Call] = [(self._claim, sub_id, [lease_ms, take, per_subscription]) for sub_id, take in asks.items()]
+        answers: dict[str, _Answer] = {}
+        failures: list[Exception] = []
+        for (_, sub_id, _), result in zip(calls, await self._call(calls), strict=True):
+            if isinstance(result, Exception):
+                failures.append(result)
+                continue
+            now, next_due, due, empty, lease, raw_doc, taken = result
+            doc = orjson.loads(raw_doc) if taken else {}
+            answers[sub_id] = _Answer(
+                [Claim(Job.from_json(raw), int(lease), doc) for _id, raw in taken],
+                max(0, int(next_due) - int(now)) if int(next_due) >= 0 else None, int(due), bool(empty))
+        if failures and not answers:
+            raise failures[0]
+        if failures:
+            log.warning("webhook queue: %d of %d subscription(s) could not be claimed from (%s)", len(failures),
+                        len(calls), failures[0])
+        return answers
+
+    async def _forget(self, emptied: list[str]) -> None:
+        """Take subscriptions found with nothing queued or leased out of the active set, then look
+        again and put back those that got work in between."""
+        if not emptied:
+            return
+        await self.redis.srem(whkeys.ACTIVE, *emptied)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sub_id in emptied:
+                pipe.zcard(whkeys.queue(sub_id))
+                pipe.zcard(whkeys.leases(sub_id))
+            counts = await pipe.execute()
+        back = [sub_id for i, sub_id in enumerate(emptied) if counts[2 * i] or counts[2 * i + 1]]
+        if back:
+            await self.redis.sadd(whkeys.ACTIVE, *back)
 
     async def finish(self, attempts: list[Attempted], *, log_size: int = 200, disable_after_ms: int = 0,
-                     disable_reason: str = "") -> list[str | None]:
-        """Record attempts' outcomes in one script call (see ``_FINISH``); ``release`` hands a delivery
-        back untried. Returns each subscription's state afterwards (None if it was deleted)."""
-        args: list[Any] = [log_size, disable_after_ms, disable_reason]
+                     disable_reason: str = "") -> list[str | Exception | None]:
+        """Record attempts' outcomes, one call per attempt (see ``_FINISH``); ``release`` hands a
+        delivery back untried. Returns for each attempt its subscription's state afterwards (None
+        if it was deleted), or the exception that kept it from being recorded."""
+        calls: list[Call] = []
         for done in attempts:
             job = done.claim.job
             retry_job = (Job(**{**asdict(job), "attempts": job.attempts + 1}).to_json()
                          if done.outcome == "retrying" else "")
-            args += [job.sub_id, job.id, done.claim.lease, done.outcome, done.retry_ms, retry_job,
-                     orjson.dumps(done.log_entry or {}).decode(), done.error]
-        states = await self._finish(keys=[whkeys.VERSION], args=args)
-        return [None if state == "deleted" else state for state in states]
+            calls.append((self._finish, job.sub_id, [
+                log_size, disable_after_ms, disable_reason, self.done_keep_ms, job.id, done.claim.lease,
+                done.outcome, done.retry_ms, retry_job, orjson.dumps(done.log_entry or {}).decode(), done.error]))
+        results = await self._call(calls)
+        if any(not isinstance(result, Exception) and int(result[1]) for result in results):
+            try:  # workers reload their subscriptions and queue nothing more for the disabled one
+                await self.redis.incr(whkeys.VERSION)
+            except Exception as exc:  # the next change of any subscription makes them reload
+                log.warning("webhook queue: a subscription was disabled but workers could not be told (%s)", exc)
+        return [result if isinstance(result, Exception) else (None if result[0] == "deleted" else result[0])
+                for result in results]

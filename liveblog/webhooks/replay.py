@@ -39,7 +39,7 @@ async def replay(store: Store, presenter: Presenter, queue: DeliveryQueue, sub: 
             jobs = [Job.for_change(sub.id, slug, c.id, c.type, presenter.change(c.type, c.data, tz))
                     for c in changes if c.type in sub.events]
             if jobs:
-                queued += await queue.enqueue(jobs)
+                queued += await queue.enqueue(jobs, replay=True)
             cursor = changes[-1].id
         else:
             truncated = True

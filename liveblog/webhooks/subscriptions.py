@@ -5,6 +5,11 @@ A subscription is one hash (``lb:wh:{id}:sub``): ``doc`` is its configuration as
 included; it is never shown again after creation), the other fields are its state and health,
 updated by the workers' delivery script. Every change to configuration or state bumps
 ``lb:wh:version`` so workers reload their snapshot.
+
+The subscription's keys, the index ``lb:wh:subs`` and the counter live in different slots of a Redis
+Cluster, so they are not changed in one transaction but in an order that is safe at every step:
+the counter is bumped last (a worker reloading sees the change complete), and a deletion removes the
+subscription's own keys first (the queue scripts then skip and clean it up at once).
 """
 
 from __future__ import annotations
@@ -150,11 +155,11 @@ class Subscriptions:
         url = await self._url(fields["url"])
         sub = Subscription(f"wh_{secrets.token_hex(10)}", url, blogs, events, description, new_secret(),
                            await self._now_ms())
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(whkeys.sub(sub.id), mapping={"doc": sub.to_doc(), "state": "active", "failures": 0})
             pipe.zadd(whkeys.SUBS, {sub.id: sub.created_ms})
-            pipe.incr(whkeys.VERSION)
             await pipe.execute()
+        await self.redis.incr(whkeys.VERSION)
         return {**present(sub, {"state": "active"}, 0), "secret": sub.secret}
 
     async def load(self, sub_id: str) -> tuple[Subscription, dict[str, str]]:
@@ -207,7 +212,7 @@ class Subscriptions:
             sub.secret,
             sub.created_ms,
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:  # one key: one slot
             pipe.hset(whkeys.sub(sub_id), "doc", changed.to_doc())
             if state != health.get("state"):
                 pipe.hset(whkeys.sub(sub_id), "state", state)
@@ -217,18 +222,18 @@ class Subscriptions:
                 else:
                     pipe.hset(whkeys.sub(sub_id), mapping={"disabled_at": await self._now_ms(),
                                                            "disabled_reason": "disabled by an admin"})
-            pipe.incr(whkeys.VERSION)
             await pipe.execute()
+        await self.redis.incr(whkeys.VERSION)
         return await self.get(sub_id)
 
     async def delete(self, sub_id: str) -> None:
         await self.load(sub_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*whkeys.all_of(sub_id))
+        await self.redis.delete(*whkeys.all_of(sub_id))  # first: no claim or queueing uses it after this
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(whkeys.SUBS, sub_id)
             pipe.srem(whkeys.ACTIVE, sub_id)
-            pipe.incr(whkeys.VERSION)
             await pipe.execute()
+        await self.redis.incr(whkeys.VERSION)
 
     async def deliveries(self, sub_id: str, limit: int) -> builtins.list[dict[str, Any]]:
         await self.load(sub_id)
