@@ -2,7 +2,8 @@
 
 ``ingest`` is the whole job for one upload. It is CPU-bound (a 20 MB JPEG takes a good part of a
 second to decode), so the web process runs it in a separate, lowest-priority process (``MediaWorkers``): the event
-loop that feeds the event streams never waits for it, and the GIL it would hold is another one.
+loop that feeds the event streams never waits for it, and the GIL it would hold is another one. The upload
+reaches it as a file (``liveblog.incoming``), never as bytes through the pool's pipe.
 
 What comes out:
 
@@ -14,22 +15,23 @@ What comes out:
   pictures, WebP (which keeps transparency) for pictures with an alpha channel;
 - an animated GIF stays animated: one GIF variant, re-encoded frame by frame (scaled down past
   ``MAX_WIDTH``); its frames count against the pixel limit together;
-- files live in ``<media dir>/<id[:2]>/<id>/<width>.<ext>``, where ``id`` is the SHA-256 of the
-  uploaded bytes: the same photo uploaded twice (or at once by two editors) is stored once. Each file
-  is written to a temporary name and renamed into place, and ``manifest.json`` is written last, so a
-  crash or a concurrent upload never leaves a half file behind a final name.
+- files live in ``<media dir>/<id[:2]>/<id>/<width>.<ext>``, where ``id`` is (a prefix of) the SHA-256
+  of the uploaded bytes, computed while they stream in: the same photo uploaded twice (or at once by two
+  editors) is stored once. Each file is written to a temporary name and renamed into place, and
+  ``manifest.json`` is written last, so a crash or a concurrent upload never leaves a half file behind a
+  final name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import os
 import re
 import uuid
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from urllib.parse import urlsplit
 
 import orjson
 from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
+
+from liveblog.incoming import Incoming, remove_stale
 
 WIDTHS = (480, 960, 1600, 2000)
 MAX_WIDTH = WIDTHS[-1]
@@ -78,10 +82,6 @@ def looks_like_image(data: bytes) -> bool:
     """The signature of one of the accepted formats: junk is refused without bothering the pool."""
     return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")) or (
         data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-
-
-def media_id(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def relative_dir(ident: str) -> str:
@@ -193,16 +193,16 @@ def _animation(image: Image.Image) -> tuple[str, list[tuple[int, int, bytes]]]:
     return "gif", [(width, height, out.getvalue())]
 
 
-def ingest(data: bytes, media_dir: str, max_pixels: int) -> dict[str, Any]:
-    """Decode, clean, resize and store one upload; returns its manifest (paths relative to the media dir).
+def ingest(path: str, ident: str, media_dir: str, max_pixels: int) -> dict[str, Any]:
+    """Decode, clean, resize and store the upload in the file ``path`` (whose id is ``ident``); returns
+    its manifest (paths relative to the media dir). The file is the caller's to remove.
 
     Raises ``NotAnImage`` (415) or ``Unprocessable`` (422)."""
-    ident = media_id(data)
     directory = Path(media_dir) / relative_dir(ident)
     manifest_path = directory / MANIFEST
     if manifest_path.is_file():  # stored before: same bytes, same result
         return orjson.loads(manifest_path.read_bytes())
-    image = _open(data, max_pixels)
+    image = _open(Path(path).read_bytes(), max_pixels)
     try:
         if getattr(image, "is_animated", False) and image.format == "GIF":
             ext, variants = _animation(image)
@@ -282,8 +282,14 @@ def _worker_start(max_pixels: int) -> None:
     _guard(max_pixels)
 
 
+def _broke(job: Future[Any]) -> bool:
+    return not job.cancelled() and isinstance(job.exception(), BrokenProcessPool)
+
+
 class MediaWorkers:
-    """A small process pool for ``ingest``; one in-flight job per media id (same photo, same job)."""
+    """A small process pool for ``ingest``; one in-flight job per media id (same photo, same job).
+
+    Created at start-up, it removes the incoming files that killed processes of this host left behind."""
 
     def __init__(self, media_dir: Path, *, workers: int, max_pixels: int) -> None:
         self.media_dir = media_dir
@@ -291,18 +297,39 @@ class MediaWorkers:
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        remove_stale(media_dir)
 
-    async def store(self, data: bytes) -> dict[str, Any]:
-        """``ingest`` in the pool; concurrent uploads of the same bytes share one job."""
-        ident = await asyncio.to_thread(media_id, data)  # hashlib drops the GIL on large inputs
+    async def store(self, upload: Incoming) -> dict[str, Any]:
+        """``ingest`` of a complete upload in the pool; concurrent uploads of the same bytes share one job.
+
+        The upload's file belongs to this call from its start (no ``await`` before the hand-over): it is
+        removed when the job that reads it ends, however it ends, or at once if another upload's job
+        is already doing the work. The job outlives a waiter that goes away (it is shielded): another
+        upload of the same photo may be waiting for it.
+
+        A worker that died (killed, out of memory) breaks its pool, which is then replaced: a job the
+        broken pool refused goes to the new one; a job it had taken raises ``BrokenProcessPool`` (the
+        photo itself may be what killed the worker, so it is not tried again)."""
+        ident = upload.ident
         running = self._running.get(ident)
-        if running is None:
-            loop = asyncio.get_running_loop()
-            running = asyncio.ensure_future(
-                loop.run_in_executor(self.pool(), ingest, data, str(self.media_dir), self.max_pixels))
+        if running is not None:
+            upload.discard()
+        else:
+            try:
+                pool, job = self._submit(str(upload.path), ident)
+            except BaseException:
+                upload.discard()
+                raise
+            running = asyncio.wrap_future(job)
             self._running[ident] = running
-            running.add_done_callback(lambda _: self._running.pop(ident, None))
-        # shield: one uploader going away must not cancel the job another one waits for
+
+            def done(_: object) -> None:
+                self._running.pop(ident, None)
+                upload.discard()
+                if _broke(job):
+                    self._drop(pool)
+
+            running.add_done_callback(done)
         return await asyncio.shield(running)
 
     def pool(self) -> ProcessPoolExecutor:
@@ -311,7 +338,23 @@ class MediaWorkers:
                                              initializer=_worker_start, initargs=(self.max_pixels,))
         return self._pool
 
+    def _submit(self, path: str, ident: str) -> tuple[ProcessPoolExecutor, Future[dict[str, Any]]]:
+        pool = self.pool()
+        try:
+            return pool, pool.submit(ingest, path, ident, str(self.media_dir), self.max_pixels)
+        except BrokenProcessPool:  # a worker died between two jobs: nothing was lost, start afresh
+            self._drop(pool)
+            pool = self.pool()
+            return pool, pool.submit(ingest, path, ident, str(self.media_dir), self.max_pixels)
+
+    def _drop(self, pool: ProcessPoolExecutor) -> None:
+        """A broken pool takes no more jobs: forget it, the next upload starts a fresh one."""
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is pool:
+            self._pool = None
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        remove_stale(self.media_dir)  # the files of jobs cut short (the workers die with this process)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,7 @@ import httpx
 import pytest
 from PIL import ExifTags, Image
 
-from tests.conftest import Service
+from tests.conftest import Service, wait_until
 
 SECRET = b"secret-location-of-a-source"
 # An upload may wait for the worker process to start and for a busy machine's CPU: no timed assertion.
@@ -238,6 +243,137 @@ async def test_concurrent_uploads_of_the_same_and_different_files(client: httpx.
             assert served.width == variant["width"]
     leftovers = [p for p in media_dir(server).rglob("*.tmp")]
     assert not leftovers
+
+
+# ---- the body on its way in: a file under <media dir>/.incoming, removed in every case -----------------
+
+def incoming(directory: Path) -> list[Path]:
+    return sorted((directory / ".incoming").glob("*"))
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def upload_seen_on_disk(http: httpx.AsyncClient, token: str, data: bytes, directory: Path) -> httpx.Response:
+    """Upload ``data`` (chunked) in two halves, the second only once the body's file exists on disk."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[: len(data) // 2]
+        await until(lambda: incoming(directory), "the body's file under .incoming")
+        yield data[len(data) // 2 :]
+
+    return await http.post("/api/media", content=body(), timeout=UPLOAD_TIMEOUT,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"})
+
+
+async def test_the_body_goes_to_a_file_removed_after_success_and_every_refusal(
+        client: httpx.AsyncClient, server: Service, small_cap_server: Service, editor_token: str) -> None:
+    directory = media_dir(server)
+    assert directory == media_dir(small_cap_server)
+    cases = [(client, picture(640, 480), 201),
+             (client, b"%PDF-1.7 not a photo at all" * 100, 415),  # refused once the body is in
+             (client, picture(800, 600)[:600], 422),  # refused by the decoding process
+             ]
+    async with httpx.AsyncClient(base_url=small_cap_server.url) as capped:
+        cases.append((capped, os.urandom(60_000), 413))  # refused mid-body (cap 50,000, no Content-Length)
+        for http, data, status in cases:
+            response = await upload_seen_on_disk(http, editor_token, data, directory)
+            assert response.status_code == status, response.text
+            assert incoming(directory) == [], status
+
+
+def raw_upload(server: Service, token: str, declared: int, first: bytes) -> socket.socket:
+    """A raw-body upload that declares ``declared`` bytes and has sent ``first`` so far."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(b"POST /api/media HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                 b"Authorization: Bearer " + token.encode() + b"\r\n"
+                 b"Content-Length: " + str(declared).encode() + b"\r\n\r\n" + first)
+    return sock
+
+
+def test_a_client_gone_mid_body_leaves_no_file(server: Service, editor_token: str) -> None:
+    data = picture(1200, 800)
+    sock = raw_upload(server, editor_token, len(data), data[: len(data) // 2])
+    wait_until(lambda: incoming(media_dir(server)), what="the body's file")
+    sock.close()
+    wait_until(lambda: not incoming(media_dir(server)), what="the file of the abandoned body to go")
+
+
+def worker_pids(service: Service) -> list[int]:
+    assert service.process is not None
+    children = subprocess.run(["pgrep", "-P", str(service.process.pid)], capture_output=True,
+                              text=True).stdout.split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_client_gone_during_the_job_still_gets_its_photo_stored_and_the_file_removed(
+        server: Service, editor_token: str) -> None:
+    data = picture(1300, 800, quality=93)
+    ident = hashlib.sha256(data).hexdigest()[:32]
+    manifest = media_dir(server) / ident[:2] / ident / "manifest.json"
+    assert not manifest.exists()
+    assert httpx.post(f"{server.url}/api/media", content=picture(64, 32), timeout=UPLOAD_TIMEOUT, headers={
+        "Authorization": f"Bearer {editor_token}", "Content-Type": "image/jpeg"}).status_code == 201
+    [worker] = worker_pids(server)
+    os.kill(worker, signal.SIGSTOP)  # the job waits for it
+    try:
+        sock = raw_upload(server, editor_token, len(data), data)
+        wait_until(lambda: [f for f in incoming(media_dir(server)) if f.stat().st_size == len(data)],
+                   what="the whole body")
+        time.sleep(0.5)  # the body is in: the job is handed over in the same step of the event loop
+        sock.close()  # gone before the answer
+        time.sleep(0.5)
+        assert incoming(media_dir(server)), "the job's file went before the job"
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    wait_until(manifest.exists, timeout=UPLOAD_TIMEOUT, what="the photo to be stored")
+    wait_until(lambda: not incoming(media_dir(server)), what="the body's file to go")
+
+
+async def test_a_decoding_process_killed_mid_job_answers_503_removes_the_file_and_is_replaced(
+        service_factory: Any, editor_token: str, tmp_path: Path) -> None:
+    directory = tmp_path / "media"
+    service = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_MEDIA_DIR": str(directory)})
+    async with httpx.AsyncClient(base_url=service.url, timeout=UPLOAD_TIMEOUT) as http:
+        await stored(http, editor_token, picture(64, 48))  # the pool's worker is running now
+        [worker] = worker_pids(service)
+        os.kill(worker, signal.SIGSTOP)  # it takes the next job and sits on it
+        data = picture(3000, 2000)
+        answer = asyncio.ensure_future(upload(http, editor_token, data))
+        await until(lambda: [f for f in incoming(directory) if f.stat().st_size == len(data)], "the whole body")
+        await asyncio.sleep(1)  # the body is in: the job is handed over in the same step of the event loop
+        os.kill(worker, signal.SIGKILL)
+        assert "send it again" in problem(await answer, 503)["detail"]
+        assert incoming(directory) == []
+        again = await stored(http, editor_token, data)  # a new pool, a new worker
+        assert again["width"] == 2000
+        assert worker_pids(service) and worker not in worker_pids(service)
+
+
+def test_files_of_a_killed_server_are_removed_by_the_next_one_on_its_host(
+        service_factory: Any, editor_token: str, tmp_path: Path) -> None:
+    directory = tmp_path / "media"
+    env = {"LIVEBLOG_MEDIA_DIR": str(directory)}
+    first = service_factory("serve", "--no-dispatcher", env=env)
+    data = picture(1200, 800)
+    sock = raw_upload(first, editor_token, len(data), data[: len(data) // 2])
+    wait_until(lambda: incoming(directory), what="the body's file")
+    [left] = incoming(directory)
+    first.stop(signal.SIGKILL)
+    sock.close()
+    assert left.exists()  # no code of the killed server ran
+    # Files this host's next server must not touch: another machine's (shared storage) and a live process's.
+    others = [directory / ".incoming" / f"elsewhere.example-{first.process.pid}-{'0' * 32}.tmp",
+              directory / ".incoming" / f"{socket.gethostname()}-{os.getpid()}-{'1' * 32}.tmp"]
+    for other in others:
+        other.write_bytes(b"in flight")
+    service_factory("serve", "--no-dispatcher", env=env)
+    assert not left.exists()
+    assert all(other.exists() for other in others)
 
 
 # ---- serving -----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Photos over HTTP: ``POST /api/media`` (editor) stores an upload, ``GET /media/{path}`` serves the files.
 
-The body is counted while it streams in and refused (413) as soon as it passes
-``LIVEBLOG_MAX_MEDIA_BYTES``: at most that much (plus the multipart framing) is ever held. The decoding
-and resizing run in ``liveblog.media.MediaWorkers``' process, never on the event loop.
+The body streams into a file under the media directory (``liveblog.incoming``), counted and hashed
+chunk by chunk, and is refused (413) as soon as it passes ``LIVEBLOG_MAX_MEDIA_BYTES``; no more than a
+chunk of it is ever held in memory. The decoding and resizing run in ``liveblog.media.MediaWorkers``'
+process, which reads that file: neither the event loop nor the pool's pipe ever carries the whole body.
 
 Served files are immutable (content-addressed), so they are cached for a year. Only names that
 ``liveblog.media`` writes are looked up at all (``liveblog.media.FILE_PATH``): ``..``, encoded or not, absolute paths,
@@ -12,7 +13,9 @@ Starlette's ``StaticFiles`` (no symlink escapes, no directory listing, ETag/304)
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -25,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from liveblog.config import Settings
+from liveblog.incoming import Incoming
 from liveblog.media import CONTENT_TYPES, EXTENSIONS, FILE_PATH, MediaError, MediaWorkers, looks_like_image
 from liveblog.webapp.api import json_response
 from liveblog.webapp.auth import require
@@ -34,6 +38,8 @@ MEDIA_PREFIX = "/media"
 IMMUTABLE = "public, max-age=31536000, immutable"
 # Room for the multipart boundaries and part headers on top of the file itself.
 MULTIPART_OVERHEAD = 16 * 1024
+# Bytes copied at a time from a multipart part (spooled by Starlette) into the upload's file.
+PART_CHUNK = 256 * 1024
 
 
 def media_url(base: str, path: str) -> str:
@@ -45,18 +51,37 @@ def _too_large(limit: int) -> Problem:
     return Problem(413, f"the file is larger than {limit} bytes (LIVEBLOG_MAX_MEDIA_BYTES)")
 
 
-async def _capped(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    """The body's chunks, refused with 413 the moment their total passes ``limit``."""
+async def _capped(chunks: AsyncIterable[bytes], limit: int) -> AsyncGenerator[bytes, None]:
+    """The chunks, refused with 413 the moment their total passes ``limit``."""
     seen = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         seen += len(chunk)
         if seen > limit:
             raise _too_large(limit)
         yield chunk
 
 
-async def _upload(request: Request, limit: int) -> bytes:
-    """The uploaded file's bytes, from a raw image body or the multipart field ``file``."""
+async def _part_chunks(upload: UploadFile) -> AsyncGenerator[bytes, None]:
+    while chunk := await upload.read(PART_CHUNK):
+        yield chunk
+
+
+async def _to_file(chunks: AsyncIterable[bytes], media_dir: Path) -> Incoming:
+    """The chunks written to a new incoming file, which is removed if anything goes wrong on the way
+    (413, a client gone mid-body, a full disk)."""
+    incoming = Incoming(media_dir)
+    try:
+        async for chunk in chunks:
+            incoming.write(chunk)
+        incoming.close()
+    except BaseException:
+        incoming.discard()
+        raise
+    return incoming
+
+
+async def _upload(request: Request, limit: int, media_dir: Path) -> Incoming:
+    """The uploaded file, from a raw image body or the multipart field ``file``, on disk."""
     declared = request.headers.get("content-length")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = ctype == "multipart/form-data"
@@ -66,11 +91,8 @@ async def _upload(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit + (MULTIPART_OVERHEAD if multipart else 0):
         raise _too_large(limit)
     if not multipart:
-        body = bytearray()
-        async for chunk in _capped(request, limit):
-            body += chunk
-        return bytes(body)
-    parser = MultiPartParser(request.headers, _capped(request, limit + MULTIPART_OVERHEAD), max_files=1,
+        return await _to_file(_capped(request.stream(), limit), media_dir)
+    parser = MultiPartParser(request.headers, _capped(request.stream(), limit + MULTIPART_OVERHEAD), max_files=1,
                              max_fields=10)
     try:
         form = await parser.parse()
@@ -80,10 +102,7 @@ async def _upload(request: Request, limit: int) -> bytes:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise Problem(422, "the multipart body has no file field 'file'")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise _too_large(limit)
-        return data
+        return await _to_file(_capped(_part_chunks(upload), limit), media_dir)
     finally:
         await form.close()
 
@@ -99,13 +118,18 @@ def _present(manifest: dict[str, Any], base: str) -> dict[str, Any]:
 async def upload_media(request: Request) -> Response:
     await require(request, "editor")
     settings: Settings = request.app.state.settings
-    data = await _upload(request, settings.max_media_bytes)
-    if not looks_like_image(data):
-        raise Problem(415, "not a JPEG, PNG, WebP or GIF image" if data else "the body is empty: send an image")
+    upload = await _upload(request, settings.max_media_bytes, settings.media_dir)
+    if not looks_like_image(upload.head):
+        upload.discard()
+        raise Problem(415, "not a JPEG, PNG, WebP or GIF image" if upload.size else "the body is empty: send an image")
+    workers: MediaWorkers = request.app.state.media
     try:
-        manifest = await request.app.state.media.store(data)
+        manifest = await workers.store(upload)  # removes the file, whatever happens
     except MediaError as exc:
         raise Problem(exc.status, exc.detail) from exc
+    except BrokenProcessPool as exc:
+        raise Problem(503, "the process decoding photos stopped while working on this one: send it again",
+                      headers={"Retry-After": "1"}) from exc
     answer = _present(manifest, request.app.state.presenter.public_url)
     return json_response(answer, 201, headers={"Location": answer["url"]})
 
