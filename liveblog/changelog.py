@@ -129,7 +129,7 @@ class RedisChangeLog(ChangeLog):
 
     async def newest(self, slug: str) -> Change | None:
         items = await self.pool.xrevrange(keys.stream(slug), count=1)
-        return _changes(items)[0] if items else None
+        return changes_of(items)[0] if items else None
 
     async def trimmed(self, slug: str) -> str | None:
         raw = await self.pool.get(keys.trimmed(slug))
@@ -142,10 +142,10 @@ class RedisChangeLog(ChangeLog):
         return int(await self._count_after(keys=[keys.stream(slug)], args=[f"({after}", limit]))
 
     async def after(self, slug: str, after: str, count: int) -> list[Change]:
-        return _changes(await self.pool.xrange(keys.stream(slug), min=f"({after}", max="+", count=count))
+        return changes_of(await self.pool.xrange(keys.stream(slug), min=f"({after}", max="+", count=count))
 
     async def between(self, slug: str, after: str, upto: str, count: int) -> list[Change]:
-        return _changes(await self.pool.xrange(keys.stream(slug), min=f"({after}", max=upto, count=count))
+        return changes_of(await self.pool.xrange(keys.stream(slug), min=f"({after}", max=upto, count=count))
 
     async def read(self, cursors: dict[str, str], count: int, block_ms: int) -> dict[str, list[Change]]:
         if self.reader is None:
@@ -158,7 +158,7 @@ class RedisChangeLog(ChangeLog):
             if stream_key == self.wake_key:
                 self._wake_cursor = items[-1][0]
             else:
-                found[keys.slug_of_stream(stream_key)] = _changes(items)
+                found[keys.slug_of_stream(stream_key)] = changes_of(items)
         return found
 
     async def wake(self) -> None:
@@ -179,7 +179,7 @@ class RedisChangeLog(ChangeLog):
         await self.pool.aclose()
 
 
-def _changes(items: list[tuple[str, dict[str, str]]]) -> list[Change]:
+def changes_of(items: list[tuple[str, dict[str, str]]]) -> list[Change]:
     return [Change(sid, fields.get("type", "message"), fields.get("data", "{}"), change_number(fields))
             for sid, fields in items]
 

@@ -58,11 +58,11 @@ def redis_url(settings: Settings, *, watch: bool = True) -> Iterator[str]:
 
 
 async def _with_store(url: str, work):  # type: ignore[no-untyped-def]
-    from liveblog.redisconn import pool_client
+    from liveblog.redisconn import connect_pool
     from liveblog.store import Store
     from liveblog.tokens import Tokens
 
-    redis = pool_client(url, max_connections=4)
+    redis = await connect_pool(url, max_connections=4)
     try:
         return await work(Store(redis), Tokens(redis))
     finally:
@@ -171,13 +171,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> None:
         from liveblog.drafts import Drafts
-        from liveblog.redisconn import pool_client
+        from liveblog.redisconn import connect_pool
         from liveblog.scheduler import Scheduler
         from liveblog.store import Store
 
         dispatcher = Dispatcher(Settings.from_env({**os.environ, "LIVEBLOG_REDIS_URL": url}),
                                 public_url=settings.public_url or "http://127.0.0.1:8000")
-        redis = pool_client(url, timeout=settings.redis_timeout_seconds)
+        redis = await connect_pool(url, timeout=settings.redis_timeout_seconds)
         scheduler = Scheduler(Drafts(Store(redis, stream_maxlen=settings.stream_maxlen)),
                               interval=settings.scheduler_interval_seconds)
         stop = asyncio.Event()

@@ -86,6 +86,17 @@ def readers(slug: str) -> str:
     return f"lb:{{{slug}}}:readers"
 
 
+def changed(slug: str) -> str:
+    """Sharded pub/sub channel (Redis Cluster only): the write script publishes the change number
+    here with each change, in the blog's own slot, to wake the readers (clusterlog.py)."""
+    return f"lb:{{{slug}}}:changed"
+
+
+def slug_of_channel(channel: str) -> str:
+    """Inverse of :func:`changed`."""
+    return channel[len("lb:{") : -len("}:changed")]
+
+
 def slug_of_stream(stream_key: str) -> str:
     """Inverse of :func:`stream`."""
     return stream_key[len("lb:{") : -len("}:stream")]

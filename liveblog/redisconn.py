@@ -20,15 +20,25 @@ of client, but each connection asks the Sentinels for the current primary of SER
 connects: after a failover, the next connection goes to the new primary (redis-py closes idle ones to
 the old primary, and turns a ``READONLY`` answer from a demoted primary into a ``ConnectionError``).
 The password, if any, is the data nodes' one; the Sentinels are asked without one.
+
+A plain ``redis://`` URL may name any node of a Redis Cluster: :func:`is_cluster` asks it once at
+start-up (``INFO cluster``), and :func:`connect_pool` then builds a ``RedisCluster`` client, which
+finds the other nodes and sends each command to the primary of its key's slot. It follows ``MOVED``
+and ``ASK`` redirections (the node refused the command without running it, so sending it on is no
+retry), but re-sends nothing after a timeout or a lost connection either: ``retry=no_retry()`` sets
+the cluster client's own retry count to zero (its deprecated ``cluster_error_retry_attempts`` is
+ignored once ``retry`` is given), and its per-node connections never retry. A failed command fails
+the request (503) and makes the client reload the slot map before the next one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -107,10 +117,14 @@ class _SentinelClient(aioredis.Redis):
                 await sentinel.aclose()
 
 
+def _common() -> dict[str, Any]:
+    return dict(decode_responses=True, retry=no_retry(),
+                maint_notifications_config=MaintNotificationsConfig(enabled=False))
+
+
 def _client(url: str, **pool_kwargs: Any) -> aioredis.Redis:
     """A client on one connection pool with ``pool_kwargs``, through Sentinel if the URL says so."""
-    common = dict(decode_responses=True, retry=no_retry(),
-                  maint_notifications_config=MaintNotificationsConfig(enabled=False))
+    common = _common()
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return aioredis.Redis(connection_pool=BlockingConnectionPool.from_url(url, **common, **pool_kwargs))
     target = parse_sentinel_url(url)
@@ -128,11 +142,54 @@ def no_retry() -> Retry:
 
 
 def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
-    """The shared client. ``timeout`` bounds each step of a command: waiting for a free connection,
-    connecting, and each read of the answer; a Redis that stalls longer fails the command
-    (``TimeoutError``, a 503 for the API) instead of holding the request."""
+    """The shared client of a single Redis (or Sentinel-managed primary). ``timeout`` bounds each step
+    of a command: waiting for a free connection, connecting, and each read of the answer; a Redis that
+    stalls longer fails the command (``TimeoutError``, a 503 for the API) instead of holding the request."""
     return _client(url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
                    socket_connect_timeout=timeout, health_check_interval=30)
+
+
+def cluster_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT) -> RedisCluster:
+    """The shared client of a Redis Cluster whose nodes include ``url``'s. ``max_connections`` holds
+    per node; past it a command fails at once (``MaxConnectionsError``, a 503) instead of waiting:
+    redis-py's cluster client has no waiting pool.
+
+    ``reinitialize_steps=0``: a ``MOVED`` only corrects that slot's owner in the client's map. By
+    default every fifth one reloads the whole map by closing every connection, including those other
+    commands are using at that moment, which then fail with errors that are not even Redis errors
+    (seen here during a slot migration: "unable to perform operation on <TCPTransport closed=True>")."""
+    return RedisCluster.from_url(url, **_common(), max_connections=max_connections, socket_timeout=timeout,
+                                 socket_connect_timeout=timeout, health_check_interval=30, reinitialize_steps=0)
+
+
+async def is_cluster(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether ``url`` names a node of a Redis Cluster (``cluster_enabled:1``). Raises the Redis error
+    when it cannot tell (unreachable). A Sentinel URL names no cluster."""
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        return False
+    probe = _client(url, max_connections=1, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    return str(info.get("cluster_enabled", "0")) == "1"
+
+
+def connect(url: str, cluster: bool, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT
+            ) -> aioredis.Redis:
+    """:func:`cluster_client` if ``cluster`` (see :func:`is_cluster`), else :func:`pool_client`.
+
+    Typed as ``Redis``: ``RedisCluster`` offers the same commands, scripts and non-transactional
+    pipelines, routed by key; code that needs the cluster itself checks ``isinstance(client, RedisCluster)``."""
+    if cluster:
+        return cast(aioredis.Redis, cluster_client(url, max_connections=max_connections, timeout=timeout))
+    return pool_client(url, max_connections=max_connections, timeout=timeout)
+
+
+async def connect_pool(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT
+                       ) -> aioredis.Redis:
+    """:func:`connect` after asking ``url`` whether it is a cluster node (raises if it does not answer)."""
+    return connect(url, await is_cluster(url, timeout=timeout), max_connections=max_connections, timeout=timeout)
 
 
 def blocking_client(url: str, *, read_timeout: float | None = None, connect_timeout: float = DEFAULT_TIMEOUT

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from liveblog import keys, timefmt
 from liveblog.changelog import ChangeLog, RedisChangeLog
@@ -47,6 +48,9 @@ _PRESENTED = ("url", "time_label", "updated_label")
 #       12 draft id ("" = none; else this write publishes that draft, see drafts.py), 13 the draft's
 #       expected JSON (anything else: 'gone', nothing written, no id used), 14 revision JSON ("" = none)
 # KEYS (cont.): 10 drafts hash, 11 scheduled zset, 12 revisions hash (entry id -> JSON array of versions)
+# ARGV (cont.): 15 sharded pub/sub channel to publish the change number on ("" = none: a single Redis,
+#       whose readers block in XREAD; on a Redis Cluster it is the blog's own ``changed`` channel, in
+#       the blog's slot, which wakes the readers there, see clusterlog.py; SPUBLISH needs Redis 7)
 # Lua helper shared with drafts.py: append one version's JSON to the entry's array of revisions.
 APPEND_REVISION = """
 local function append_revision(key, field, rev)
@@ -103,6 +107,7 @@ elseif ARGV[10] ~= '' then
 end
 local n = redis.call('INCR', KEYS[7])
 local sid = redis.call('XADD', KEYS[3], '*', 'type', ARGV[5], 'data', data, 'n', n)
+if ARGV[15] ~= '' then redis.call('SPUBLISH', ARGV[15], n) end
 local cap = tonumber(ARGV[7])
 local len = redis.call('XLEN', KEYS[3])
 if len > cap + math.max(1, math.floor(cap / 10)) then
@@ -333,6 +338,13 @@ class Store:
         self._timezones: dict[str, str] = {}
         self.stream_maxlen = stream_maxlen
         self.idempotency_ttl = idempotency_ttl
+        # On a Redis Cluster no reader can block on all streams at once (CROSSSLOT), so each change is
+        # also announced on its blog's sharded channel (clusterlog.py).
+        self.announces = isinstance(redis, RedisCluster)
+        if self.announces and min_replicas:
+            # WAIT counts the replicas of its own connection's writes; a cluster client does not pin
+            # a write and a WAIT to one connection, so a count could be another node's.
+            raise ValueError("LIVEBLOG_REDIS_MIN_REPLICAS is not supported on a Redis Cluster")
         self._commit = redis.register_script(_COMMIT)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self.changes: ChangeLog = RedisChangeLog(redis)  # reads of the blogs' change logs
@@ -360,7 +372,7 @@ class Store:
         args = [field, expected, state, score, event, data, self.stream_maxlen,
                 self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score]
         commit = dict(keys=[*keys_, keys.drafts(slug), keys.scheduled(slug), keys.revisions(slug)],
-                      args=[*args, *draft, revision])
+                      args=[*args, *draft, revision, keys.changed(slug) if self.announces else ""])
         if not self.min_replicas:
             result = await self._commit(**commit)
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from liveblog.embedded import find_server_binary
 from tests.conftest import free_port, wait_until
@@ -111,7 +112,9 @@ class ClusterSetup:
         return process is not None and process.poll() is None
 
     def client(self) -> RedisCluster:
-        return RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True)
+        """A client that starts from a live node (the first one may have been killed)."""
+        port = next(p for p in self.ports if self.alive(p))
+        return RedisCluster(host="127.0.0.1", port=port, decode_responses=True)
 
     def _node_ids(self) -> dict[int, str]:
         """Port -> node id, as any live node sees it."""
@@ -121,7 +124,7 @@ class ClusterSetup:
 
     def owner(self, key: str) -> int:
         """The port of the primary that serves ``key``'s slot now."""
-        slot = self.client().keyslot(key)
+        slot = key_slot(key.encode())
         for port in self.ports:
             if not self.alive(port):
                 continue
@@ -141,7 +144,7 @@ class ClusterSetup:
         """Move ``key``'s slot to the primary on ``target`` the way ``redis-cli --cluster reshard``
         does: IMPORTING/MIGRATING, MIGRATE key by key, then SETSLOT NODE on every primary.
         ``between_keys()`` runs after each migrated key (clients then meet ``ASK`` redirections)."""
-        slot = self.client().keyslot(key)
+        slot = key_slot(key.encode())
         source = self.owner(key)
         if source == target:
             raise ValueError("the slot is already served by the target")

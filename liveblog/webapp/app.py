@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,14 +20,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from liveblog.authors import Authors
-from liveblog.changelog import RedisChangeLog
+from liveblog.changelog import ChangeLog, RedisChangeLog
+from liveblog.clusterlog import ClusterChangeLog
 from liveblog.config import Settings
 from liveblog.drafts import Drafts
 from liveblog.fanout import BLOCK_MS, Hub
 from liveblog.media import MediaLibrary
 from liveblog.presence import Presence
 from liveblog.present import Presenter
-from liveblog.redisconn import blocking_client, pool_client
+from liveblog.redisconn import blocking_client, cluster_client, connect, is_cluster, pool_client
 from liveblog.scheduler import Scheduler
 from liveblog.store import Store, StoreError
 from liveblog.tokens import Tokens
@@ -73,6 +76,19 @@ async def metrics_endpoint(_request: Request) -> Response:
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def _detect_cluster(url: str, timeout: float) -> bool:
+    """Whether ``url`` names a Redis Cluster node, asked until Redis answers: which client to build
+    depends on it, so the process does not start serving before it knows."""
+    delay = 0.2
+    while True:
+        try:
+            return await is_cluster(url, timeout=timeout)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis does not answer (%s); asking again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def create_app(settings: Settings | None = None, *, dispatcher: bool | None = None) -> Starlette:
     """Build the ASGI app. ``LIVEBLOG_REDIS_URL`` must be resolved by now (the CLI starts the embedded
     server first and passes its URL down to every worker process)."""
@@ -86,7 +102,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = pool_client(redis_url, timeout=settings.redis_timeout_seconds)
+        timeout = settings.redis_timeout_seconds
+        cluster = await _detect_cluster(redis_url, timeout)
+        redis = connect(redis_url, cluster, timeout=timeout)
         app.state.settings = settings
         app.state.redis = redis
         app.state.media_library = MediaLibrary(settings.media_dir)
@@ -102,11 +120,15 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                   touch_interval=settings.token_touch_seconds)
         app.state.streams = StreamSlots(settings)
         app.state.authors = Authors(redis)
-        # The hub's own change log: a small pool, and a dedicated connection for its blocking read.
-        timeout = settings.redis_timeout_seconds
-        hub_log = RedisChangeLog(pool_client(redis_url, max_connections=10, timeout=timeout),
-                                 blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + timeout,
-                                                 connect_timeout=timeout))
+        # The hub's own change log: a small pool, and a dedicated connection for its blocking read
+        # (on a cluster: one sharded pub/sub connection per primary it needs, see clusterlog.py).
+        hub_log: ChangeLog
+        if cluster:
+            hub_log = ClusterChangeLog(cluster_client(redis_url, max_connections=10, timeout=timeout))
+        else:
+            hub_log = RedisChangeLog(pool_client(redis_url, max_connections=10, timeout=timeout),
+                                     blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + timeout,
+                                                     connect_timeout=timeout))
         app.state.hub = Hub(hub_log, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
         app.state.media = media_api.workers(settings)
@@ -155,6 +177,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
             HTTPException: on_http_exception,
             RedisConnectionError: on_redis_down,
             RedisTimeoutError: on_redis_down,
+            # A cluster that moved a slot and kept answering TRYAGAIN/ASK past redis-py's redirection
+            # budget ("TTL exhausted"), or whose slots are not all served (a failover): nothing ran.
+            ClusterError: on_redis_down,
+            RedisClusterException: on_redis_down,
             RedisResponseError: on_redis_refusal,
             ClientDisconnect: on_client_disconnect,
             Exception: on_unexpected,  # the catch-all (ServerErrorMiddleware): problem+json 500
