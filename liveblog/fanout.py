@@ -38,6 +38,9 @@ BLOCK_MS = 15_000
 READ_COUNT = 1_000
 TICK = 0.5  # seconds between housekeeping passes (send timeouts, shutdown)
 GC_YOUNG_THRESHOLD = 100_000
+# Seconds during which a history check that found the store holding the history answers later
+# resumes too (see Hub.history_holds).
+HISTORY_CHECK_REUSE = 0.1
 
 
 def encode_event(sid: str, event_type: str, data: str) -> bytes:
@@ -70,8 +73,8 @@ class Channel:
     (``backfill``, see ``Hub.resume``): a process taking over another's readers sees that first.
     """
 
-    __slots__ = ("_changed", "checking", "closed", "filling", "first", "floor", "frames", "newest", "readers", "resync",
-                 "since", "slug", "timezone", "writing")
+    __slots__ = ("_changed", "checked", "checking", "closed", "filling", "first", "floor", "frames", "newest",
+                 "readers", "resync", "since", "slug", "timezone", "writing")
 
     def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
@@ -81,6 +84,7 @@ class Channel:
         self.since = 0  # position of the first frame that may serve a resume (moved by a rollback)
         self.resync = False  # after a rollback: the next change starts the history anew
         self.checking: asyncio.Future[bool] | None = None  # the history check resumes share
+        self.checked = float("-inf")  # loop time at which the last check that said "held" began
         self.filling: asyncio.Future[None] | None = None  # the backfill resumes share
         self.readers: set[Subscriber] = set()
         self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
@@ -307,9 +311,16 @@ class Hub:
         """Whether the store still holds the newest change of ``channel``'s history (so the history
         may serve a resume). A store emptied or restored without any change since is seen here, not
         by the reader; the channel is then invalidated. Concurrent resumes (a reconnect storm) share
-        one check in flight, so the herd costs a few round trips, not one each."""
+        one check in flight, and a check that began less than ``HISTORY_CHECK_REUSE`` ago and said
+        "held" answers the resumes that follow it, so a herd of thousands of reconnects a second
+        costs about ten round trips a second, not one each. (A store emptied within that window is
+        still noticed: by the first resume after it, and by every reader at the next change, whose
+        number does not follow.)"""
+        now = asyncio.get_running_loop().time()
+        if now - channel.checked < HISTORY_CHECK_REUSE:
+            return True
         if channel.checking is None:
-            channel.checking = asyncio.ensure_future(self._check_history(channel))
+            channel.checking = asyncio.ensure_future(self._check_history(channel, now))
             channel.checking.add_done_callback(lambda _: setattr(channel, "checking", None))
         return await asyncio.shield(channel.checking)
 
@@ -344,12 +355,13 @@ class Hub:
         channel.backfill(after, [(streamids.parse(c.id) or (0, 0),
                                   encode_event(c.id, c.type, present(c.type, c.data, tz))) for c in found])
 
-    async def _check_history(self, channel: Channel) -> bool:
+    async def _check_history(self, channel: Channel, began: float) -> bool:
         newest = channel.newest or channel.floor
         if newest is None or newest == (0, 0):
             return False
         sid = streamids.fmt(newest)
         if await self.changes.kept(channel.slug, sid):
+            channel.checked = began
             return True
         if channel.newest == newest and not channel.resync:
             log.warning("blog %s: change %s is gone from the store (emptied or rolled back); resetting its "

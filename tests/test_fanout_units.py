@@ -3,9 +3,11 @@ on an in-memory change log (the real-server tests in test_sse.py cover them on R
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from liveblog import streamids
+from liveblog import fanout, streamids
 from liveblog.changelog import MemoryChangeLog
 from liveblog.fanout import Channel, Hub, Subscriber, encode_event
 from liveblog.present import Presenter
@@ -92,6 +94,26 @@ async def test_a_resume_from_before_the_channel_began_backfills_the_history_once
         new = log.append("b", "note", '"live"')
         await published(channel, 1)
         assert live.take(None) == (encode_event(new.id, "note", new.data), streamids.parse(new.id))
+    finally:
+        await hub.stop()
+
+
+async def test_a_history_check_that_found_it_held_answers_resumes_for_a_tenth_of_a_second_only() -> None:
+    """A herd costs a few history checks a second, not one per reconnect; a store emptied after a
+    check is noticed by the first resume once the check's answer has aged out."""
+    log = MemoryChangeLog()
+    hub = await started_hub(log)
+    try:
+        sub = await hub.subscribe("b", "UTC")
+        change = log.append("b", "note", '"n"')
+        await published(sub.channel, 1)
+        assert sub.take(None)[0] == encode_event(change.id, "note", '"n"')
+        assert await hub.history_holds(sub.channel)
+        log.logs["b"] = []  # the store is emptied right after that check
+        assert await hub.history_holds(sub.channel)  # within the window, the check's answer stands
+        await asyncio.sleep(fanout.HISTORY_CHECK_REUSE)
+        assert not await hub.history_holds(sub.channel)  # past it, checked again: the history is gone
+        assert sub.take(None)[0] == fanout.ROLLBACK_RESET  # and the blog's readers get a reset
     finally:
         await hub.stop()
 
