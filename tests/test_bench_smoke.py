@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from bench.loadgen import Reader, SSEProtocol
-from bench.run import Config, herd, one_blog, scale_out, storm
+from bench.run import Config, herd, one_blog, parse, scale_out, storm
 
 
 async def test_every_reader_gets_every_update_once_in_order(tmp_path: Path) -> None:
@@ -27,6 +27,11 @@ async def test_reconnect_storm_resumes_without_gap_or_duplicate(tmp_path: Path) 
     assert row.exact == row.readers == 200
     assert "reconnects failed" not in row.note
     assert "the same storm with no update: 200 reconnects" in row.note and "CPU per reconnect" in row.note
+
+
+def test_processes_option_sets_the_scale_out_process_count_and_defaults_to_two() -> None:
+    assert parse(["run", "--scenario", "scaleout", "--processes", "4"])[1].processes == 4
+    assert parse(["run"])[1].processes == 2
 
 
 async def test_scale_out_splits_readers_over_n_processes_and_counts_redis_per_change(tmp_path: Path) -> None:
