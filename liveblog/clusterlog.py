@@ -33,7 +33,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from liveblog import keys
 from liveblog.changelog import Change, RedisChangeLog, changes_of
@@ -255,7 +255,9 @@ class ClusterNotifier:
                 await shard.subscribe([self.channel_of(slug) for slug in slugs], slot_of)
                 for slug in slugs:
                     self._placed[slug] = shard
-        except (RedisError, OSError) as exc:
+            if self._unplaced():
+                raise SlotNotCoveredError("no primary serves the slot of some followed blogs")
+        except (RedisError, RedisClusterException, OSError) as exc:  # slots not covered: a failover
             self._stale = True
             self._retry_at = loop.time() + self._retry_delay
             log.warning("cluster notifier: cannot subscribe to every followed blog (%s); trying again in %.1fs",

@@ -224,7 +224,9 @@ async def test_a_slot_migration_under_readers_and_an_editor_loses_and_duplicates
 
 async def test_a_killed_primary_readers_continue_and_writes_resume_on_the_promoted_replica(
         cluster: ClusterSetup, processes: tuple[Service, Service], cluster_editor: dict[str, str]) -> None:
-    slug = f"c-{uuid.uuid4().hex[:10]}"
+    # The blog lives on the very node the processes were given as LIVEBLOG_REDIS_URL.
+    named = int(cluster.url.rsplit(":", 1)[1].split("/")[0])
+    slug = _slugs_on_every_primary(cluster)[named]
     a, b = processes
     async with httpx.AsyncClient(base_url=a.url, timeout=10) as http:
         await _create_blog(http, slug)
