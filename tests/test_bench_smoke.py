@@ -37,7 +37,7 @@ def test_processes_option_sets_the_scale_out_process_count_and_defaults_to_two()
 async def test_scale_out_splits_readers_over_n_processes_and_counts_redis_per_change(tmp_path: Path) -> None:
     """``--processes 3``: each process gets a third of the readers and every update reaches all of
     them; Redis sees one XREAD per process per change (each process reads every change once)."""
-    cfg = Config(readers=150, updates=4, interval=0.3, processes=3, workdir=tmp_path)
+    cfg = Config(readers=150, updates=4, interval=0.5, processes=3, workdir=tmp_path)  # one XREAD per change
     [row] = await scale_out(cfg)
     assert row.scenario == "scale-out (3 processes)"
     assert row.processes == 3
