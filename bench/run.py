@@ -98,11 +98,11 @@ def make_row(scenario: str, target: Target, seen: dict[str, Any], *, rss: float 
 
 
 async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int = 0,
-                   background: Callable[[Target], Awaitable[str]] | None = None,
+                   background: Callable[[Processes, Target], Awaitable[str]] | None = None,
                    env: dict[str, str] | None = None, count_redis: bool = False) -> Row:
     """``cfg.readers`` readers of one blog (plus ``slow`` frozen ones), ``cfg.updates`` updates;
-    ``background(target)`` (if given) runs while the updates are posted and is then cancelled; what it
-    returns when cancelled goes into the row's note. ``count_redis``: Redis commands per change too
+    ``background(procs, target)`` (if given) runs while the updates are posted and is then cancelled;
+    what it returns when cancelled goes into the row's note. ``count_redis``: Redis commands per change too
     (:mod:`bench.redisload`; the scenario then lasts the updates' time longer)."""
     with Processes(cfg.workdir, cfg.profile) as procs:
         target = start(procs, kind, env=env)
@@ -121,7 +121,7 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
             side = None
             if background is not None:
                 await warm_upload(target)  # the pool's process starts once per web process, not per upload
-                side = asyncio.ensure_future(background(target))
+                side = asyncio.ensure_future(background(procs, target))
             before = await redisload.snapshot(target.redis) if count_redis else None
             try:
                 await post_updates(target, paths, cfg.updates, cfg.interval)
@@ -311,27 +311,24 @@ async def warm_upload(target: Target) -> None:
         response.raise_for_status()
 
 
-def uploader(photo: bytes) -> Callable[[Target], Awaitable[str]]:
-    """Uploads ``photo`` again and again (a different COM segment each time, so that the content-addressed
-    store decodes every one) until cancelled; returns how many uploads completed."""
+def uploader(photo: Path) -> Callable[[Processes, Target], Awaitable[str]]:
+    """Uploads the photo in the file ``photo`` again and again from a ``bench.uploader`` process (not
+    from this one, whose event loop times the POSTs) until cancelled; returns how many uploads completed
+    and that process's CPU time."""
+    megabytes = photo.stat().st_size / 1e6
 
-    async def upload(target: Target) -> str:
-        done = failed = 0
-        headers = {"Authorization": f"Bearer {target.admin_token}", "Content-Type": "image/jpeg"}
-        async with httpx.AsyncClient(base_url=target.base, timeout=120) as http:
-            try:
-                while True:
-                    tag = f"bench upload {done + failed} {time.monotonic()}".encode()
-                    unique = photo[:2] + b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag + photo[2:]
-                    response = await http.post("/api/media", content=unique, headers=headers)
-                    if response.status_code == 201:
-                        done += 1
-                    else:
-                        failed += 1
-            except asyncio.CancelledError:
-                pass
-        return f"{done} uploads of {len(photo) / 1e6:.0f} MB completed while posting" + (
-            f", {failed} failed" if failed else "")
+    async def upload(procs: Processes, target: Target) -> str:
+        client = await procs.worker("bench.uploader")
+        await client.call("start", base=target.base, token=target.admin_token, photo=str(photo))
+        try:
+            await asyncio.Future()  # until cancelled
+        except asyncio.CancelledError:
+            pass
+        seen = await client.call("stop")
+        return (f"{seen['done']} uploads of {megabytes:.0f} MB completed while posting"
+                + (f", {seen['failed']} failed" if seen["failed"] else "")
+                + (f", uploads stopped early: {seen['error']}" if seen["error"] else "")
+                + f" (uploader process CPU {seen['cpu']:.1f} s)")
 
     return upload
 
@@ -339,7 +336,8 @@ def uploader(photo: bytes) -> Callable[[Target], Awaitable[str]]:
 async def uploads(cfg: Config) -> list[Row]:
     """Fan-out with and without 20 MB photo uploads running: the decoding happens in a separate, niced
     process, so the readers' p99 should not move (target: at most 1.1× the run without)."""
-    photo = big_photo()
+    photo = cfg.workdir / "photo.jpg"
+    photo.write_bytes(big_photo())
     media = cfg.workdir / "media"
     env = {"LIVEBLOG_MEDIA_DIR": str(media)}
     control, test, ratios = await median_pair(

@@ -4,10 +4,11 @@ real `liveblog serve` processes, private redis-servers and load generator proces
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from bench.loadgen import Reader, SSEProtocol
-from bench.run import Config, herd, one_blog, parse, scale_out, storm
+from bench.run import Config, big_photo, herd, one_blog, parse, scale_out, storm, uploader
 
 
 async def test_every_reader_gets_every_update_once_in_order(tmp_path: Path) -> None:
@@ -17,6 +18,21 @@ async def test_every_reader_gets_every_update_once_in_order(tmp_path: Path) -> N
     assert row.delivered == row.expected
     assert row.exact == row.readers == 300
     assert len(row.latencies) == row.expected
+
+
+async def test_uploads_come_from_their_own_process_while_every_reader_gets_every_update(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(big_photo(megapixels=1.0))
+    cfg = Config(readers=100, updates=4, interval=0.5, clients=1, workdir=tmp_path)
+    row = await one_blog(cfg, "liveblog", "uploads", background=uploader(photo),
+                         env={"LIVEBLOG_MEDIA_DIR": str(tmp_path / "media")})
+    assert row.delivered == row.expected == 100 * 4
+    match = re.search(r"(\d+) uploads of 1 MB completed while posting \(uploader process CPU ", row.note)
+    assert match and int(match.group(1)) >= 1, row.note
+    assert "failed" not in row.note and "stopped early" not in row.note
+    stored = list((tmp_path / "media").glob("*/*/manifest.json"))
+    # the warm-up photo, one per completed upload, and perhaps the one in flight when the posting ended
+    assert 1 + int(match.group(1)) <= len(stored) <= 2 + int(match.group(1))
 
 
 async def test_reconnect_storm_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
