@@ -13,7 +13,9 @@ when the job that reads it ends (stored, refused or the worker crashed), when th
 before that (too large, not an image), when the client goes away mid-body, and at shutdown. Only a
 process killed outright leaves files behind: the next web process started on the same host removes the
 files of this host whose process no longer runs, or carries its own pid (a previous incarnation, as in a
-restarted container). Files of other hosts sharing the directory are left to them.
+restarted container). Files of other hosts sharing the directory are left to them, unless untouched for
+``ABANDONED_AFTER`` (a host that never comes back, a container recreated under a new name): no upload
+waits that long.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +31,7 @@ from typing import BinaryIO
 INCOMING = ".incoming"
 IDENT_CHARS = 32  # a stored photo's id: this many hex digits of the SHA-256 of the uploaded bytes
 HEAD = 12  # bytes kept for the signature check (``liveblog.media.looks_like_image``)
+ABANDONED_AFTER = 24 * 3600  # seconds without a write after which anyone's incoming file is removed
 
 
 def _owner() -> str:
@@ -80,24 +84,29 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _stale(path: Path, host: str) -> bool:
+    parts = path.name.removesuffix(".tmp").rsplit("-", 2)
+    if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+        pid = int(parts[1])
+        if pid == os.getpid() or not _running(pid):
+            return True
+    try:
+        return path.stat().st_mtime < time.time() - ABANDONED_AFTER
+    except FileNotFoundError:
+        return False
+
+
 def remove_stale(media_dir: Path) -> int:
     """Remove the files of this host's processes that no longer run and of this very process (at start-up
-    a previous incarnation's, at shutdown its own); returns how many went."""
+    a previous incarnation's, at shutdown its own), and anyone's abandoned ones; returns how many went."""
     host = socket.gethostname()
     removed = 0
     try:
-        names = os.listdir(media_dir / INCOMING)
+        paths = list((media_dir / INCOMING).iterdir())
     except FileNotFoundError:
         return 0
-    for name in names:
-        parts = name.removesuffix(".tmp").rsplit("-", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or not _running(pid):
-            try:
-                (media_dir / INCOMING / name).unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
+    for path in paths:
+        if _stale(path, host):
+            path.unlink(missing_ok=True)
+            removed += 1
     return removed

@@ -354,7 +354,7 @@ async def test_a_decoding_process_killed_mid_job_answers_503_removes_the_file_an
         assert worker_pids(service) and worker not in worker_pids(service)
 
 
-def test_files_of_a_killed_server_are_removed_by_the_next_one_on_its_host(
+def test_files_of_a_killed_server_are_removed_by_the_next_one_on_its_host_abandoned_ones_by_any(
         service_factory: Any, editor_token: str, tmp_path: Path) -> None:
     directory = tmp_path / "media"
     env = {"LIVEBLOG_MEDIA_DIR": str(directory)}
@@ -371,8 +371,13 @@ def test_files_of_a_killed_server_are_removed_by_the_next_one_on_its_host(
               directory / ".incoming" / f"{socket.gethostname()}-{os.getpid()}-{'1' * 32}.tmp"]
     for other in others:
         other.write_bytes(b"in flight")
+    # ... unless nobody wrote to it for a day: a machine that never came back, a recreated container.
+    abandoned = directory / ".incoming" / f"gone.example-{first.process.pid}-{'2' * 32}.tmp"
+    abandoned.write_bytes(b"abandoned")
+    day_ago = time.time() - 24 * 3600 - 60
+    os.utime(abandoned, (day_ago, day_ago))
     service_factory("serve", "--no-dispatcher", env=env)
-    assert not left.exists()
+    assert not left.exists() and not abandoned.exists()
     assert all(other.exists() for other in others)
 
 
