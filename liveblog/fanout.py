@@ -2,10 +2,13 @@
 
 The reader runs a single blocking read of the change log (``ChangeLog.read``: in Redis one
 ``XREAD BLOCK`` on its own connection) over all blogs that have at least one local reader. Each change
-is presented (``liveblog.present``) and encoded to SSE bytes once and appended to its blog's
-channel, a bounded history shared by the blog's local readers; a reader that falls further behind
-than that history is cut off (it resumes with ``Last-Event-ID``), so a slow reader never slows the
-others, the reader loop, or the process's memory.
+is presented (``liveblog.present``), encoded to SSE bytes and chunk-framed once, appended to its blog's
+channel (a bounded history shared by the blog's local readers) and written straight to the connection
+of every reader that is live: no task per reader and no task step per reader per change. A reader
+whose connection stopped draining (its write buffer is past the transport's high-water mark) gets
+nothing more until it drains; one that falls further behind than the history is cut off (it resumes
+with ``Last-Event-ID``), so a slow reader never slows the others, the reader loop, or the process's
+memory.
 
 A change in the set of blogs (a blog's first local reader) interrupts the blocking read
 (``ChangeLog.wake``).
@@ -25,6 +28,8 @@ import itertools
 import logging
 import signal
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
 from sse_starlette import ServerSentEvent
 
@@ -58,13 +63,34 @@ HEARTBEAT = b": keep-alive\nevent: heartbeat\ndata: {}\n\n"
 ROLLBACK_RESET = b'event: reset\ndata: {"reason":"the store lost changes; reload"}\n\n'
 
 
+def chunked(data: bytes) -> bytes:
+    """``data`` as one chunk of an HTTP/1.1 chunked body: the transfer coding of an event stream
+    (uvicorn's for a response without a length, which the stream's head announces), byte for byte as
+    uvicorn's own ``send`` frames a body, so a live frame is framed once for all readers."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Sink(Protocol):
+    """A reader's connection, as the hub writes to it once the reader is live (``httpserver``'s
+    protocol). Its events come back through :meth:`Subscriber.paused`, :meth:`Subscriber.resumed`
+    and :meth:`Subscriber.lost`."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def end_stream(self, clean: bool) -> None:
+        """End the response: with its last chunk when ``clean``, else by dropping the connection
+        (a client that stopped reading would never take the last chunk)."""
+
+
 class Channel:
     """One blog's most recent frames, shared by all of its readers in this process.
 
-    Publishing is O(1) whatever the number of readers: the frame is appended once and the one
-    future they all wait on is resolved. Each reader keeps its own position (``Subscriber.cursor``)
-    in the channel's history; one that falls more than ``limit`` frames behind has lost frames and
-    is cut off (it resumes with ``Last-Event-ID``). So a slow reader costs no memory of its own.
+    Publishing appends the frame once and writes it, chunk-framed once, to every live reader's
+    connection. A reader that is not live (catching up) or whose connection stopped draining keeps
+    its own position (``Subscriber.cursor``) in the channel's history and takes what it missed from
+    there; one that falls more than ``limit`` frames behind has lost frames and is cut off (it
+    resumes with ``Last-Event-ID``). So a slow reader costs no memory of its own.
 
     The history also serves resumes: every change after ``floor`` (the stream's newest ID when the
     channel began, later the newest one that left the history) up to ``newest`` is in ``frames``,
@@ -73,8 +99,8 @@ class Channel:
     (``backfill``, see ``Hub.resume``): a process taking over another's readers sees that first.
     """
 
-    __slots__ = ("_changed", "checked", "checking", "closed", "filling", "first", "floor", "frames", "newest",
-                 "readers", "resync", "since", "slug", "timezone", "writing")
+    __slots__ = ("checked", "checking", "filling", "first", "floor", "frames", "newest", "readers", "resync", "since",
+                 "slug", "timezone", "writing")
 
     def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
@@ -87,11 +113,9 @@ class Channel:
         self.checked = float("-inf")  # loop time at which the last check that said "held" began
         self.filling: asyncio.Future[None] | None = None  # the backfill resumes share
         self.readers: set[Subscriber] = set()
-        self.writing: set[Subscriber] = set()  # readers whose sender is inside a write that blocked
-        self.closed = False
+        self.writing: set[Subscriber] = set()  # readers inside a write that blocked (connection not draining)
         self.floor: streamids.StreamId | None = None  # None until the hub knows where the channel began
         self.newest: streamids.StreamId | None = None
-        self._changed: asyncio.Future[None] | None = None
 
     @property
     def end(self) -> int:
@@ -109,7 +133,14 @@ class Channel:
         self.frames.append((sid, frame))
         if sid is not None:
             self.newest = sid
-        self._notify()
+        chunk = chunked(frame)
+        for sub in tuple(self.readers):  # (a copy: a write never ends a stream at once, but be safe)
+            if sub.sink is not None and not sub.sending:
+                if sub.skip_to is not None and sid is not None:
+                    if sid <= sub.skip_to:
+                        continue  # its catch-up already had it
+                    sub.skip_to = None
+                sub.sink.transport.write(chunk)
 
     def changes_after(self, after: streamids.StreamId) -> list[tuple[streamids.StreamId, bytes]] | None:
         """Every change after ``after`` from memory, oldest first; None when the history does not
@@ -147,46 +178,39 @@ class Channel:
         self.publish(None, ROLLBACK_RESET)
         self.since, self.floor, self.resync = self.end, None, True
 
-    def changed(self) -> asyncio.Future[None]:
-        """A future resolved at the next publication (or when the channel closes).
-
-        Await it directly and never cancel a task waiting on it: it is shared by every reader.
-        """
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-            if self.closed:
-                self._changed.set_result(None)
-        return self._changed
-
-    def close(self) -> None:
-        """Release every reader still parked on this channel (all of them have ended by now)."""
-        self.closed = True
-        self._notify()
-
-    def _notify(self) -> None:
-        waiter, self._changed = self._changed, None
-        if waiter is not None:
-            waiter.set_result(None)
-
 
 class Subscriber:
-    """One SSE client: its position in its blog's channel, and why its stream ended.
+    """One SSE client: its position in its blog's channel, its connection once live, and why its
+    stream ended.
+
+    A stream has two phases. While it catches up, its response task sends (``task``; ``sink`` is
+    None) and ``sending`` is the loop time at which a write that has not returned yet started (0.0
+    when idle): the hub's housekeeping uses it to cut off a client that stopped reading, without a
+    timer per write, and cancels the task only while it is stuck in such a write. Once live
+    (:meth:`Hub.go_live`), the response task has returned and the channel writes every frame to
+    ``sink``; ``sending`` is then the time at which the connection stopped draining (:meth:`paused`),
+    from which point the reader takes what it missed from the history when it drains again
+    (:meth:`resumed`). Only such stuck readers (``Channel.writing``) can fall behind, so only they are
+    checked at each publication.
 
     ``closed`` is set once, by whoever ends the stream: the hub (fell behind, send timeout, server
-    shutdown) or the response (client disconnect). ``sending`` is the loop time at which the sender
-    started a write that has not returned yet (0.0 when idle): the hub's housekeeping uses it to cut
-    off a client that stopped reading, without a timer per write. ``task`` is the sender's task, which
-    the hub cancels only while it is stuck in such a write. Only such stuck readers can fall behind
-    unnoticed, so only they (``Channel.writing``) are checked at each publication.
+    shutdown) or the connection (client disconnect, :meth:`lost`). ``client`` is the address the
+    stream is counted by (``Hub.released`` hands it back). ``skip_to`` is set when the catch-up, read
+    from Redis, went past what the hub had published yet: the stream ID up to which frames are not
+    written again.
     """
 
-    __slots__ = ("channel", "closed", "cursor", "sending", "task")
+    __slots__ = ("channel", "client", "closed", "cursor", "hub", "sending", "sink", "skip_to", "task")
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, hub: Hub, channel: Channel, client: str = "") -> None:
+        self.hub = hub
         self.channel = channel
+        self.client = client
         self.cursor = channel.end
         self.closed: str | None = None
         self.sending = 0.0
+        self.sink: Sink | None = None
+        self.skip_to: streamids.StreamId | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -203,23 +227,15 @@ class Subscriber:
         self.sending = 0.0
         self.channel.writing.discard(self)
 
-    def idle(self) -> bool:
-        """Nothing to send yet and the stream goes on: the sender should ``await
-        self.channel.changed()``. (A disconnect is noticed at the next frame or heartbeat: waking
-        one reader would mean waking them all.)"""
-        return self.cursor == self.channel.end and not self.closed
-
-    def take(self, last: streamids.StreamId | None) -> tuple[bytes, streamids.StreamId | None]:
+    def take(self, last: streamids.StreamId | None) -> tuple[bytes, streamids.StreamId | None] | None:
         """Every frame published since the last call, as one write, minus frames at or below
         ``last`` (already sent during the catch-up); returns it with the new last stream ID sent.
-        A reader that fell behind the channel's history is closed instead."""
+        None when the reader fell behind the channel's history (the caller cuts it off)."""
         channel = self.channel
         new = channel.end - self.cursor
         self.cursor = channel.end
         if new > len(channel.frames):
-            self.closed = "overflow"
-            metrics.SSE_CUT_OFF.inc()
-            return b"", last
+            return None
         frames = []
         for i in range(-new, 0):
             sid, frame = channel.frames[i]
@@ -230,13 +246,44 @@ class Subscriber:
             frames.append(frame)
         return b"".join(frames), last
 
+    # Connection events (from the sink's protocol).
+    def paused(self) -> None:
+        """The connection's write buffer is full: the client is not reading. Every frame published so
+        far has been written; the next ones wait in the history."""
+        if self.sink is not None and not self.closed and not self.sending:
+            self.cursor = self.channel.end
+            self.begin_write()
+
+    def resumed(self) -> None:
+        """The connection drains again: write what was published meanwhile (or cut the reader off if
+        that has left the history)."""
+        if self.sink is None or self.closed or not self.sending:
+            return
+        self.end_write()
+        taken = self.take(self.skip_to)
+        if taken is None:
+            self.hub.cut(self, "overflow")
+            return
+        data, last = taken
+        if last != self.skip_to:
+            self.skip_to = None
+        if data:
+            self.sink.transport.write(chunked(data))
+
+    def lost(self) -> None:
+        """The client went away (or half-closed its side): the stream ends now, not at the next write."""
+        self.sink = None
+        self.closed = self.closed or "disconnect"
+        self.hub.unsubscribe(self)
+
 
 class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
     def __init__(self, changes: ChangeLog, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
-                 send_timeout: float = 10.0) -> None:
+                 send_timeout: float = 10.0, released: Callable[[str], None] | None = None) -> None:
         self.changes = changes  # its blocking read is this hub's alone
+        self.released = released  # called with a subscriber's ``client`` once, when it leaves
         self.presenter = presenter
         self.buffer = buffer
         self.heartbeat = heartbeat
@@ -261,26 +308,26 @@ class Hub:
         self._tasks = []
         await self.changes.close()
 
-    async def subscribe(self, slug: str, timezone: str) -> Subscriber:
-        """Register a client of blog ``slug`` (whose timezone is ``timezone``). Every change after this
-        call returns reaches its buffer.
+    async def subscribe(self, slug: str, timezone: str, client: str = "") -> Subscriber:
+        """Register a client of blog ``slug`` (whose timezone is ``timezone``), counted by the address
+        ``client``. Every change after this call returns reaches it.
 
         A blog new to this process starts its cursor at the stream's newest ID, read after the
         client is registered; the client's own catch-up (``XRANGE`` after its Last-Event-ID, done
         after this) covers everything up to there, so there is no gap between the two.
-        A Redis error on the way unregisters the client again (and drops the blog from the read when
-        it was its only reader) before it propagates.
+        A Redis error on the way unregisters the client again (``released`` is called, and the blog
+        is dropped from the read when it was its only reader) before it propagates.
         """
         channel = self.channels.get(slug)
         if channel is None:
             channel = self.channels[slug] = Channel(slug, self.buffer, timezone)
             if slug in self.cursors:  # the read goes on from there, so the channel misses nothing after it
                 channel.floor = streamids.parse(self.cursors[slug])
-        sub = Subscriber(channel)
+        sub = Subscriber(self, channel, client)
         channel.readers.add(sub)
         metrics.SSE_CLIENTS.inc()
         if self.closing:
-            self._cut(sub, "shutdown")
+            self.cut(sub, "shutdown")
         if slug not in self.cursors:
             try:
                 newest = await self.changes.newest(slug)
@@ -298,14 +345,33 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        """``sub`` leaves (idempotent)."""
         channel = sub.channel
         if sub in channel.readers:
             channel.readers.discard(sub)
+            channel.writing.discard(sub)
             metrics.SSE_CLIENTS.dec()
-            if not channel.readers:
-                channel.close()
-                if self.channels.get(channel.slug) is channel:
-                    del self.channels[channel.slug]
+            if not channel.readers and self.channels.get(channel.slug) is channel:
+                del self.channels[channel.slug]
+            if self.released is not None:
+                self.released(sub.client)
+
+    def go_live(self, sub: Subscriber, sink: Sink, last: streamids.StreamId | None) -> bool:
+        """Hand ``sub``'s stream over to its channel once its catch-up (everything up to ``last``) has
+        been sent: what was published meanwhile is written now, and every later frame by the channel
+        as it is published, straight to ``sink``, so the response task may return. False when the
+        stream has ended instead (the caller finishes the response)."""
+        taken = None if sub.closed else sub.take(last)
+        if taken is None:
+            self.cut(sub, "overflow")  # (a no-op for a stream that had already ended)
+            return False
+        data, last = taken
+        sub.sink = sink
+        if last is not None and (sub.channel.newest is None or last > sub.channel.newest):
+            sub.skip_to = last
+        if data:
+            sink.transport.write(chunked(data))
+        return True
 
     async def history_holds(self, channel: Channel) -> bool:
         """Whether the store still holds the newest change of ``channel``'s history (so the history
@@ -408,7 +474,7 @@ class Hub:
             channel.publish(sid, frame)
         if channel.writing:
             for sub in [s for s in channel.writing if s.cursor < channel.first]:
-                self._cut(sub, "overflow")
+                self.cut(sub, "overflow")
 
     async def _read_loop(self) -> None:
         backoff = 0.1
@@ -436,16 +502,20 @@ class Hub:
         self.closing = True
         for channel in tuple(self.channels.values()):
             for sub in tuple(channel.readers):
-                self._cut(sub, reason)
+                self.cut(sub, reason)
 
-    def _cut(self, sub: Subscriber, reason: str) -> None:
-        """End one stream. A sender stuck in a write is cancelled (only then: it is otherwise parked
-        on its channel's shared future, which a cancellation would cancel for everybody)."""
+    def cut(self, sub: Subscriber, reason: str) -> None:
+        """End one stream. A live one ends here (dropping a connection that stopped draining); a
+        catching-up one ends in its response task, which is cancelled only while stuck in a write
+        (it otherwise sees ``closed`` when it goes live)."""
         if not sub.closed:
             sub.closed = reason
             if reason != "shutdown":
                 metrics.SSE_CUT_OFF.inc()
-            if sub.sending and sub.task is not None:
+            sink, sub.sink = sub.sink, None
+            if sink is not None:
+                sink.end_stream(clean=not sub.sending)
+            elif sub.sending and sub.task is not None:
                 sub.task.cancel()
         self.unsubscribe(sub)
 
@@ -453,8 +523,9 @@ class Hub:
         """Heartbeats, send timeouts and the server's shutdown.
 
         A heartbeat comment goes to every channel at least every ``heartbeat`` seconds. A client
-        whose write has not returned for ``send_timeout`` seconds (it stopped reading and the
-        buffers are full) is cut off. And because
+        that has not drained its connection for ``send_timeout`` seconds (it stopped reading and the
+        buffers are full: a catch-up write has not returned, or a live connection stayed past its
+        high-water mark) is cut off. And because
         uvicorn waits for open responses to finish before it runs the lifespan shutdown, while an
         event stream never finishes by itself, the hub ends every stream once the server exits.
         """
@@ -474,7 +545,7 @@ class Hub:
                 if beat:
                     self._publish(channel, None, HEARTBEAT)
                 for sub in [s for s in channel.writing if s.sending < late]:
-                    self._cut(sub, "send timeout")
+                    self.cut(sub, "send timeout")
 
 
 def _tune_gc() -> None:

@@ -17,6 +17,14 @@ connection:
   are opened, the descriptors kept for Redis and files stay free.
 
 Every check is a counter or one timer per connection state change: nothing per byte or per event.
+
+It also carries event streams past their response task. An event stream's ASGI app finds the
+connection in the scope's extensions (:func:`stream_connection`), tells it its subscriber (which then
+hears of the disconnect, and of the write buffer filling and draining, from ``connection_lost``,
+``pause_writing`` and ``resume_writing`` directly) and, once caught up, hands the response over
+(:meth:`~LimitedHttpToolsProtocol.take_over`): uvicorn counts it as complete, the ASGI task returns,
+and the fan-out hub writes the rest of the chunked body straight to the transport. Such a connection
+serves no further request: what the client sends meanwhile is discarded, and the stream's end closes it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import functools
 from asyncio import TimerHandle
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -34,7 +42,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from liveblog import capacity
 from liveblog.config import Settings
 
+if TYPE_CHECKING:
+    from liveblog.fanout import Subscriber
+
 RETRY_AFTER_SECONDS = 5
+STREAM_EXTENSION = "liveblog.stream"  # scope["extensions"] key: the connection, for event streams
 # Connections past the cap that are still read (to answer 503); beyond them, new ones are closed.
 OVERFLOW = 64
 
@@ -69,6 +81,14 @@ async def over_capacity(_scope: Any, _receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def stream_connection(scope: Any) -> LimitedHttpToolsProtocol:
+    """The connection an event stream's request came on (it outlives the response task)."""
+    connection = scope.get("extensions", {}).get(STREAM_EXTENSION)
+    if connection is None:
+        raise RuntimeError("event streams need the HTTP protocol of `liveblog serve` (liveblog.httpserver)")
+    return connection
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head cap, read timeouts and a connection cap.
 
@@ -84,6 +104,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._body_active = 0.0
+        self._stream: Subscriber | None = None  # the event stream's subscriber, while it lasts
+        self._taken_over = False  # the stream's response is the hub's: this connection serves nothing more
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -95,8 +117,63 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.lost()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stream is not None:
+            self._stream.paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stream is not None:
+            self._stream.resumed()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: a handed-over stream ends with its last chunk (the hub ends
+        the others, still in their response task, at its next housekeeping pass)."""
+        if self._taken_over and self._stream is not None:
+            self._stream.hub.cut(self._stream, "shutdown")
+        else:
+            super().shutdown()
+
+    # Event streams (see the module's docstring; the hub's side is ``fanout.Sink``).
+    def listen(self, stream: Subscriber) -> None:
+        """Report this connection's loss and write-buffer changes to ``stream`` from now on."""
+        self._stream = stream
+
+    def take_over(self) -> None:
+        """The response goes on past its ASGI task, written by the hub: uvicorn counts it as complete
+        (so the task may return), and no other request is started on this connection."""
+        self.cycle.response_complete = True
+        self._taken_over = True
+        self._cancel_timers()
+        self.pipeline.clear()
+        self.flow.resume_reading()  # keep reading: a closed connection is noticed at once
+        if self.flow.write_paused and self._stream is not None:
+            self._stream.paused()  # (the catch-up's last write filled the buffer: no pause_writing will come)
+        # The request (scope, headers, cycle) is done with: a long-lived stream should not hold it.
+        self.cycle = self.scope = self.headers = None  # type: ignore[assignment]
+
+    def end_stream(self, clean: bool) -> None:
+        """End a handed-over stream: with the chunked body's last chunk, else (a client that stopped
+        reading would never take it) by dropping the connection."""
+        self._stream = None
+        if clean:
+            self.transport.write(b"0\r\n\r\n")
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {STREAM_EXTENSION: self}  # type: ignore[dict-item]
 
     def data_received(self, data: bytes) -> None:
+        if self._taken_over:
+            return  # a client sends nothing on an event stream; this connection serves no more requests
         seen = self._head_seen
         if seen is None:  # a request body
             self._body_active = self.loop.time()

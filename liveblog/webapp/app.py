@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                      blocking_client(redis_url, read_timeout=BLOCK_MS / 1000 + timeout,
                                                      connect_timeout=timeout))
         app.state.hub = Hub(hub_log, app.state.presenter, buffer=settings.client_buffer,
-                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds)
+                            heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
+                            released=app.state.streams.release)
         app.state.media = media_api.workers(settings)
         await app.state.hub.start()
         app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)

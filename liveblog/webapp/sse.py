@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from liveblog import streamids
 from liveblog.changelog import ChangeLog
 from liveblog.fanout import Hub, Subscriber, encode_event
+from liveblog.httpserver import stream_connection
 from liveblog.store import Store
 from liveblog.webapp.clients import StreamSlots, client_key
 from liveblog.webapp.inputs import slug_param
@@ -45,41 +46,35 @@ def _resume_point(request: Request) -> streamids.StreamId | None:
 
 
 class EventStream:
-    """The ASGI response of one reader: pre-encoded frames written straight to the server.
+    """The ASGI response of one reader: its catch-up, then a hand-over to the hub.
 
-    Leaner than a generic SSE response (measured in ``bench/``): the only tasks per reader are the
-    server's own request task, which sends, and one that waits for the client's disconnect; frames
-    come encoded once per change from the hub, and everything buffered goes out in one write. The
-    send timeout and the heartbeats are the hub's: one pass over all clients, not a timer each.
-    The sender waits on its blog's channel, shared by all its readers, so a change wakes each reader
-    without any per-reader work at publication.
+    The response task sends the ``retry:`` and the catch-up, then hands the connection to the hub
+    (``Hub.go_live``) and returns: from then on, each change's frame, encoded and chunk-framed once,
+    is written by the hub straight to every live reader's connection, so an idle reader holds no task
+    and no coroutine frames (this request's middleware stack included), and a change costs one write
+    per reader, no task step. The connection (``httpserver``'s protocol, found in the scope's
+    extensions) reports the client's disconnect and its write buffer filling and draining to the
+    subscriber directly: no listener task either. The send timeout and the heartbeats are the hub's:
+    one pass over all clients, not a timer each.
     """
 
-    def __init__(self, request: Request, sub: Subscriber, after: streamids.StreamId | None, client: str) -> None:
+    def __init__(self, request: Request, sub: Subscriber, after: streamids.StreamId | None) -> None:
         self.request = request
         self.sub = sub
         self.after = after
-        self.client = client  # holds one of its StreamSlots until the stream ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.sub
         hub: Hub = self.request.app.state.hub
-        sub.task = asyncio.current_task()
-        listener = asyncio.ensure_future(_until_disconnect(receive, hub, sub))
         try:
+            connection = stream_connection(scope)
+            connection.listen(sub)  # a disconnect now ends the stream at once
+            sub.task = asyncio.current_task()
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             last = await self._catch_up(send)
-            channel = sub.channel
-            while True:
-                # Awaiting the shared future itself (not a coroutine around it) keeps what a parked
-                # reader allocates per change to the minimum: fewer objects for the GC to promote.
-                while sub.idle():
-                    await channel.changed()
-                if sub.closed:
-                    break
-                data, last = sub.take(last)
-                if data:
-                    await _send(send, sub, data)
+            if hub.go_live(sub, connection, last):
+                connection.take_over()  # this task returns; the response goes on
+                return
             if sub.closed != "disconnect":
                 await _send(send, sub, b"", more=False)
         except asyncio.CancelledError:
@@ -88,9 +83,9 @@ class EventStream:
             # Cut off by the hub while stuck in a write: the server closes the connection.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
-            listener.cancel()
-            hub.unsubscribe(sub)
-            self.request.app.state.streams.release(self.client)
+            sub.task = None
+            if sub.sink is None:
+                hub.unsubscribe(sub)
 
     async def _catch_up(self, send: Send) -> streamids.StreamId | None:
         """``retry:``, then every change after the client's resume point (or a ``reset``): from the
@@ -181,13 +176,6 @@ async def _send(send: Send, sub: Subscriber, data: bytes, more: bool = True) -> 
         sub.end_write()
 
 
-async def _until_disconnect(receive: Receive, hub: Hub, sub: Subscriber) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    sub.closed = sub.closed or "disconnect"
-    hub.unsubscribe(sub)
-
-
 async def events(request: Request) -> Response | EventStream:
     slug = slug_param(request)
     store: Store = request.app.state.store
@@ -198,14 +186,10 @@ async def events(request: Request) -> Response | EventStream:
     slots: StreamSlots = request.app.state.streams
     client = client_key(request.scope)
     slots.acquire(client)  # 429/503 past the per-client or the process's stream cap
-    try:
-        # Registered before the response starts: once a client has seen the headers, every later
-        # change reaches it. (Should the stream never start, the hub drops it when its buffer fills.)
-        sub = await hub.subscribe(slug, timezone)
-    except BaseException:
-        slots.release(client)
-        raise
-    return EventStream(request, sub, after, client)
+    # Registered before the response starts: once a client has seen the headers, every later change
+    # reaches it. The hub gives the slot back when the subscriber leaves (a failure here included).
+    sub = await hub.subscribe(slug, timezone, client)
+    return EventStream(request, sub, after)
 
 
 routes = [Route("/blogs/{slug}/events", events, methods=["GET"])]
