@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from liveblog import keys, timefmt
 from liveblog.changelog import ChangeLog, RedisChangeLog
+from liveblog.clusterwait import script_then_wait
 from liveblog.model import Blog, Entry
 from liveblog.present import EDITOR_ONLY
 from liveblog.render import MediaLookup, Rendered, plain_text, render, xml_chars
@@ -341,10 +342,6 @@ class Store:
         # On a Redis Cluster no reader can block on all streams at once (CROSSSLOT), so each change is
         # also announced on its blog's sharded channel (clusterlog.py).
         self.announces = isinstance(redis, RedisCluster)
-        if self.announces and min_replicas:
-            # WAIT counts the replicas of its own connection's writes; a cluster client does not pin
-            # a write and a WAIT to one connection, so a count could be another node's.
-            raise ValueError("LIVEBLOG_REDIS_MIN_REPLICAS is not supported on a Redis Cluster")
         self._commit = redis.register_script(_COMMIT)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self.changes: ChangeLog = RedisChangeLog(redis)  # reads of the blogs' change logs
@@ -371,21 +368,24 @@ class Store:
                  keys.deleted(slug), keys.seq(slug)]
         args = [field, expected, state, score, event, data, self.stream_maxlen,
                 self.idempotency_ttl if idem_key else 0, idem_value, pinned, pinned_score]
-        commit = dict(keys=[*keys_, keys.drafts(slug), keys.scheduled(slug), keys.revisions(slug)],
-                      args=[*args, *draft, revision, keys.changed(slug) if self.announces else ""])
+        all_keys = [*keys_, keys.drafts(slug), keys.scheduled(slug), keys.revisions(slug)]
+        all_args = [*args, *draft, revision, keys.changed(slug) if self.announces else ""]
         if not self.min_replicas:
-            result = await self._commit(**commit)
+            return [str(part) for part in await self._commit(keys=all_keys, args=all_args)]
+        if isinstance(self.redis, RedisCluster):
+            result, replicas = await script_then_wait(self.redis, self._commit, all_keys, all_args,
+                                                      self.min_replicas, self.wait_timeout_ms)
         else:
             # WAIT counts the replicas that have this connection's writes: same connection, hence a pipeline.
             async with self.redis.pipeline(transaction=False) as pipe:
-                await self._commit(**commit, client=pipe)
+                await self._commit(keys=all_keys, args=all_args, client=pipe)
                 pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
                 result, replicas = await pipe.execute()
-            if replicas < self.min_replicas:
-                raise NotDurable(f"the change was made but only {replicas} of the {self.min_replicas} required "
-                                 f"replicas confirmed it within {self.wait_timeout_ms} ms, so it is not known "
-                                 "durable; retry with the same Idempotency-Key to get its result without "
-                                 "making it twice")
+        if replicas < self.min_replicas:
+            raise NotDurable(f"the change was made but only {replicas} of the {self.min_replicas} required "
+                             f"replicas confirmed it within {self.wait_timeout_ms} ms, so it is not known "
+                             "durable; retry with the same Idempotency-Key to get its result without "
+                             "making it twice")
         return [str(part) for part in result]
 
     # ---- blogs -----------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+import redis
 
 from liveblog import keys
 from liveblog.clusterlog import ClusterNotifier
@@ -127,6 +129,7 @@ async def test_notifier_reports_new_subscriptions_then_exactly_the_blogs_written
         assert await notifier.wait(5) == {written}
         notifier.wake()
         assert await notifier.wait(5) == set()
+        assert await notifier.wait(0.3) is None  # a quiet timeout: the caller checks every followed blog
     finally:
         await notifier.close()
         await notifier.cluster.aclose()
@@ -188,6 +191,35 @@ async def test_a_scheduled_entry_is_published_once_by_two_processes(
                 assert _created(await reader.until(_until_id(marker))) == [marker]
         listed = (await http.get(f"/api/blogs/{slug}/entries")).json()
         assert [e["id"] for e in listed["entries"]] == [marker, first_a.json["id"]]
+
+
+async def test_min_replicas_on_a_cluster_waits_for_the_replica_of_the_writes_own_primary(
+        service_factory, cluster: ClusterSetup, cluster_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    env = {"LIVEBLOG_REDIS_URL": cluster.url}
+    strict = service_factory("serve", "--no-dispatcher", env={**env, "LIVEBLOG_REDIS_MIN_REPLICAS": "1"})
+    impossible = service_factory("serve", "--no-dispatcher", env={
+        **env, "LIVEBLOG_REDIS_MIN_REPLICAS": "2", "LIVEBLOG_REDIS_WAIT_TIMEOUT_MS": "200"})
+    async with httpx.AsyncClient(base_url=strict.url, timeout=10) as http:
+        for primary, slug in _slugs_on_every_primary(cluster).items():
+            await _create_blog(http, slug)
+            entry_id = await _post(http, slug, cluster_editor, "durevole")
+            # Acknowledged means the primary's replica has it already.
+            replica = cluster.node(primary).info("replication")["slave0"]["port"]
+            on_replica = redis.Redis(port=replica, decode_responses=True, single_connection_client=True)
+            on_replica.execute_command("READONLY")
+            newest = on_replica.xrevrange(keys.stream(slug), count=1)
+            on_replica.close()
+            assert orjson.loads(newest[0][1]["data"])["id"] == entry_id
+        slug = f"c-{uuid.uuid4().hex[:10]}"
+        await _create_blog(http, slug)
+    async with httpx.AsyncClient(base_url=impossible.url, timeout=10) as http:
+        headers = {**cluster_editor, "Idempotency-Key": uuid.uuid4().hex}
+        for _ in range(2):  # one replica per primary: never durable enough; the retry makes nothing twice
+            response = await http.post(f"/api/blogs/{slug}/entries", headers=headers, json={"body": "una volta"})
+            assert response.status_code == 503, response.text
+            assert "not known durable" in response.json()["detail"]
+        listed = (await http.get(f"/api/blogs/{slug}/entries")).json()["entries"]
+        assert len(listed) == 1
 
 
 async def test_a_slot_migration_under_readers_and_an_editor_loses_and_duplicates_nothing(
