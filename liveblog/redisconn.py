@@ -33,6 +33,7 @@ the request (503) and makes the client reload the slot map before the next one.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -43,6 +44,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import MaxConnectionsError
 from redis.maint_notifications import MaintNotificationsConfig
 
 POOL_SIZE = 50
@@ -149,17 +151,42 @@ def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = 
                    socket_connect_timeout=timeout, health_check_interval=30)
 
 
+class _WaitingCluster(RedisCluster):
+    """A cluster client whose commands wait up to ``pool_timeout`` seconds for one of
+    ``max_connections`` slots, as ``BlockingConnectionPool`` waits for a free connection: redis-py's
+    cluster pools fail at once past their size (``MaxConnectionsError``), which a burst of requests
+    would meet as 503s. The slots are shared by every node, so no node has more commands in flight."""
+
+    def __init__(self, *args: Any, max_connections: int = POOL_SIZE, pool_timeout: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, max_connections=max_connections, **kwargs)
+        self._slots = asyncio.Semaphore(max_connections)
+        self._pool_timeout = pool_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise MaxConnectionsError(f"no free connection to the cluster within {self._pool_timeout}s") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._slots.release()
+
+
 def cluster_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT) -> RedisCluster:
-    """The shared client of a Redis Cluster whose nodes include ``url``'s. ``max_connections`` holds
-    per node; past it a command fails at once (``MaxConnectionsError``, a 503) instead of waiting:
-    redis-py's cluster client has no waiting pool.
+    """The shared client of a Redis Cluster whose nodes include ``url``'s: at most ``max_connections``
+    commands in flight, a command waits up to ``timeout`` for its turn (then ``MaxConnectionsError``,
+    a 503), as with :func:`pool_client`.
 
     ``reinitialize_steps=0``: a ``MOVED`` only corrects that slot's owner in the client's map. By
     default every fifth one reloads the whole map by closing every connection, including those other
     commands are using at that moment, which then fail with errors that are not even Redis errors
     (seen here during a slot migration: "unable to perform operation on <TCPTransport closed=True>")."""
-    return RedisCluster.from_url(url, **_common(), max_connections=max_connections, socket_timeout=timeout,
-                                 socket_connect_timeout=timeout, health_check_interval=30, reinitialize_steps=0)
+    return _WaitingCluster.from_url(url, **_common(), max_connections=max_connections, pool_timeout=timeout,
+                                    socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+                                    reinitialize_steps=0)
 
 
 async def is_cluster(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:

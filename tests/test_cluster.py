@@ -109,6 +109,18 @@ async def test_cluster_url_is_detected_from_any_node(cluster: ClusterSetup) -> N
         assert await is_cluster(f"redis://127.0.0.1:{port}/0")
 
 
+async def test_cluster_client_waits_for_a_free_connection_instead_of_failing(cluster: ClusterSetup) -> None:
+    client = cluster_client(cluster.url, max_connections=2, timeout=5)
+    try:
+        # Twelve commands that each hold a connection for 0.2 s: two at a time, none refused.
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(client.blpop(["lb:{pool}:empty"], timeout=0.2) for _ in range(12)))
+        assert results == [None] * 12
+        assert asyncio.get_running_loop().time() - started >= 1.2
+    finally:
+        await client.aclose()
+
+
 async def test_notifier_reports_new_subscriptions_then_exactly_the_blogs_written(cluster: ClusterSetup) -> None:
     slugs = _slugs_on_every_primary(cluster)
     pool = cluster_client(cluster.url)
