@@ -171,13 +171,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> None:
         from liveblog.drafts import Drafts
-        from liveblog.redisconn import connect_pool
+        from liveblog.redisconn import connect, is_cluster
         from liveblog.scheduler import Scheduler
         from liveblog.store import Store
 
+        cluster = await is_cluster(url, timeout=settings.redis_timeout_seconds)
         dispatcher = Dispatcher(Settings.from_env({**os.environ, "LIVEBLOG_REDIS_URL": url}),
-                                public_url=settings.public_url or "http://127.0.0.1:8000")
-        redis = await connect_pool(url, timeout=settings.redis_timeout_seconds)
+                                public_url=settings.public_url or "http://127.0.0.1:8000", cluster=cluster)
+        redis = connect(url, cluster, timeout=settings.redis_timeout_seconds)
         scheduler = Scheduler(Drafts(Store(redis, stream_maxlen=settings.stream_maxlen)),
                               interval=settings.scheduler_interval_seconds)
         stop = asyncio.Event()

@@ -262,8 +262,8 @@ class Api:
         assert response.status_code == status, f"{response.status_code}: {response.text}"
         return response.json() if response.content else None
 
-    def blog(self) -> str:
-        slug = f"wh-{uuid.uuid4().hex[:10]}"
+    def blog(self, slug: str | None = None) -> str:
+        slug = slug or f"wh-{uuid.uuid4().hex[:10]}"
         self.check(self.http.post("/api/blogs", json={"slug": slug, "title": f"Blog {slug}"}), 201)
         return slug
 

@@ -221,3 +221,20 @@ async def test_subscriptions_on_every_shard_are_served_in_one_claim(cluster: Clu
 
 async def finish_all(queue: DeliveryQueue, claims: list[Claim]) -> list[Any]:
     return await queue.finish([Attempted(c, "delivered", log_entry={}) for c in claims])
+
+
+async def test_subscription_changes_bump_the_version_once_each_without_a_transaction(
+        store: aioredis.Redis) -> None:
+    """Admin changes touch the subscription's hash, the index and the counter, which live in
+    different slots of a cluster: no MULTI across them, the counter bumped once per change, a
+    deleted subscription's keys and active-set entry gone."""
+    subs, queue = Subscriptions(store, AddressPolicy(["127.0.0.0/8"])), DeliveryQueue(store)
+    sub_id = await subscribe(store)
+    version = int(await store.get(whkeys.VERSION))
+    assert (await subs.update(sub_id, {"state": "disabled"}))["state"] == "disabled"
+    assert (await subs.update(sub_id, {"state": "active", "description": "partner"}))["state"] == "active"
+    await queue.enqueue([change(sub_id)])
+    await subs.delete(sub_id)
+    assert int(await store.get(whkeys.VERSION)) == version + 3
+    assert await store.smembers(whkeys.ACTIVE) == set() and await store.zrange(whkeys.SUBS, 0, -1) == []
+    assert [await store.exists(key) for key in whkeys.all_of(sub_id)] == [0] * 6

@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         if dispatcher:
             from liveblog.webhooks.dispatcher import Dispatcher
 
-            worker = Dispatcher(settings, public_url=public_url)
+            worker = Dispatcher(settings, public_url=public_url, cluster=cluster)
             await worker.start()
         try:
             yield

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from liveblog import metrics, timefmt
 from liveblog.config import Settings
 from liveblog.present import Presenter
-from liveblog.redisconn import blocking_client, pool_client
+from liveblog.redisconn import blocking_client, connect
 from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
 from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue
@@ -41,11 +41,13 @@ STOP_GRACE_SECONDS = 2.0  # each step of stop() waits at most this long; the who
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, *, public_url: str) -> None:
+    def __init__(self, settings: Settings, *, public_url: str, cluster: bool) -> None:
+        """``cluster``: whether ``LIVEBLOG_REDIS_URL`` names a Redis Cluster node (``redisconn.is_cluster``)."""
         if not settings.redis_url:
             raise RuntimeError("the webhook dispatcher needs LIVEBLOG_REDIS_URL")
         self.settings = settings
         self.public_url = public_url
+        self.cluster = cluster
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # A lease outlives the longest attempt by the claim idle time: only a dead worker's lease expires.
         self.lease_ms = int((settings.webhook_timeout_seconds + settings.webhook_claim_idle_seconds) * 1000)
@@ -59,9 +61,13 @@ class Dispatcher:
         settings = self.settings
         assert settings.redis_url
         policy = AddressPolicy(settings.allowed_networks)
-        self.redis = pool_client(settings.redis_url, max_connections=20, timeout=settings.redis_timeout_seconds)
-        self.reader = blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + settings.redis_timeout_seconds,
-                                      connect_timeout=settings.redis_timeout_seconds)
+        timeout = settings.redis_timeout_seconds
+        self.redis = connect(settings.redis_url, self.cluster, max_connections=20, timeout=timeout)
+        # The intake's own client: a blocking reader's connection, or on a cluster a small client of its own
+        # for the per-slot reads and the notifier (which reloads the slot map without disturbing the pool).
+        self.reader = (connect(settings.redis_url, True, max_connections=5, timeout=timeout) if self.cluster
+                       else blocking_client(settings.redis_url, read_timeout=BLOCK_MS / 1000 + timeout,
+                                            connect_timeout=timeout))
         self.clients = Clients(policy, per_subscription=settings.webhook_concurrency_per_subscription)
         self.user_agent = f"liveblog-webhooks/1 (+{self.public_url})"
         # httpx logs every request at INFO; the delivery log is the record of attempts.
@@ -105,7 +111,7 @@ class Dispatcher:
                                 "lease releases")
         if self.recorder.flushing is not None:
             await _bounded_wait([self.recorder.flushing], "attempt records")
-        for close in (self.clients.aclose, self.reader.aclose, self.redis.aclose):
+        for close in (self.clients.aclose, self.intake.close, self.reader.aclose, self.redis.aclose):
             await _bounded_wait([asyncio.ensure_future(close())], "connection closes")
 
     async def _send_loop(self) -> None:

@@ -1,7 +1,8 @@
 """From blog change streams to deliveries, through the ``webhooks`` consumer group.
 
 Every worker reads all blog streams with ``XREADGROUP`` under its own consumer name, so each
-change is handed to one worker. That worker turns it into one delivery per matching subscription
+change is handed to one worker (on a Redis Cluster: one read per slot, when the blog's sharded
+channel announces a change, see :meth:`Intake._read`). That worker turns it into one delivery per matching subscription
 (``DeliveryQueue.enqueue``, idempotent) and then acknowledges it. Changes a dead worker read but
 never acknowledged stay pending in the group; :meth:`Intake.reclaim_loop` takes them over with
 ``XAUTOCLAIM`` once they have been idle for ``webhook_claim_idle_seconds`` and queues them again
@@ -20,9 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from liveblog import keys, streamids
+from liveblog.clusterlog import ClusterNotifier
 from liveblog.present import Presenter
 from liveblog.store import DEFAULT_TIMEZONE, NotFound, Store
 from liveblog.webhooks import keys as whkeys
@@ -32,6 +35,7 @@ from liveblog.webhooks.subscriptions import Snapshot
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # also bounds how long a new blog waits to be included in the read
+CLUSTER_SWEEP_SECONDS = 15.0  # on a cluster, every followed stream is read at least this often
 READ_COUNT = 200
 INDEX_POLL_SECONDS = 1.0
 CONSUMER_SWEEP_SECONDS = 600.0
@@ -45,7 +49,11 @@ class Intake:
         self.pool = pool
         self.store = Store(pool)  # the blogs' timezones, for presenting their changes
         self.presenter = presenter
-        self.reader = reader  # a dedicated connection: XREADGROUP BLOCK never shares it
+        # The intake's own client. One Redis: a dedicated connection (XREADGROUP BLOCK never shares
+        # it). A cluster: a small cluster client for the per-slot reads, and for its notifier.
+        self.reader = reader
+        self.notifier = ClusterNotifier(reader) if isinstance(reader, RedisCluster) else None
+        self._swept = 0.0  # when every followed stream was last read (cluster)
         self.queue = queue
         self.snapshot = snapshot
         self.consumer = consumer
@@ -109,10 +117,11 @@ class Intake:
                 if not self.streams:
                     await asyncio.sleep(INDEX_POLL_SECONDS)
                     continue
-                response = await self.reader.xreadgroup(whkeys.GROUP, self.consumer, dict.fromkeys(self.streams, ">"),
-                                                        count=READ_COUNT, block=BLOCK_MS)
-                for stream, items in response or ():
+                response, failure = await self._read()
+                for stream, items in response:
                     await self._fan_out(stream, items)
+                if failure is not None:
+                    raise failure
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -128,6 +137,58 @@ class Intake:
                 log.warning("webhook intake: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _read(self) -> tuple[list[Any], Exception | None]:
+        """New changes of the followed streams as ``[(stream, [(id, fields)...])...]``, and the
+        failure of a part of the read if any (the other parts are still fanned out).
+
+        One Redis: one ``XREADGROUP BLOCK`` over every stream, on the reader's own connection. A
+        cluster refuses a read across slots: it waits for the blogs' announcements
+        (:class:`ClusterNotifier`), then reads the announced streams without blocking, one
+        ``XREADGROUP`` per slot, pipelined (one round trip per primary). Every followed stream is
+        also read every ``CLUSTER_SWEEP_SECONDS``, as a safety net."""
+        if self.notifier is None:
+            found = await self.reader.xreadgroup(whkeys.GROUP, self.consumer, dict.fromkeys(self.streams, ">"),
+                                                 count=READ_COUNT, block=BLOCK_MS)
+            return list(found or ()), None
+        self.notifier.follow(keys.slug_of_stream(stream) for stream in self.streams)
+        # Short waits, so that a new blog is followed within INDEX_POLL_SECONDS.
+        announced = await self.notifier.wait(INDEX_POLL_SECONDS)
+        if announced is None and time.monotonic() - self._swept >= CLUSTER_SWEEP_SECONDS:
+            self._swept = time.monotonic()
+            due = sorted(self.streams)
+        else:
+            due = sorted(stream for stream in map(keys.stream, announced or ()) if stream in self.streams)
+        by_slot: dict[int, list[str]] = {}
+        for stream in due:
+            by_slot.setdefault(self.reader.keyslot(stream), []).append(stream)
+        groups = list(by_slot.values())
+        async with self.reader.pipeline(transaction=False) as pipe:
+            for streams in groups:
+                # The node is named: redis-py would otherwise ask a node for XREADGROUP's keys
+                # (COMMAND GETKEYS) before each read. A slot that moved meanwhile answers MOVED,
+                # which the cluster client follows.
+                pipe.execute_command("XREADGROUP", "GROUP", whkeys.GROUP, self.consumer, "COUNT", READ_COUNT,
+                                     "STREAMS", *streams, *([">"] * len(streams)),
+                                     target_nodes=self.reader.get_node_from_key(streams[0]))
+            results = await pipe.execute(raise_on_error=False) if groups else []
+        response: list[Any] = []
+        failure: Exception | None = None
+        for streams, result in zip(groups, results, strict=True):
+            if isinstance(result, Exception):
+                failure = failure or result
+                self.notifier.again(map(keys.slug_of_stream, streams))  # read them again next time
+                continue
+            for stream, items in result or ():
+                response.append((stream, items))
+                if len(items) >= READ_COUNT:  # more may be waiting
+                    self.notifier.again([keys.slug_of_stream(stream)])
+        return response, failure
+
+    async def close(self) -> None:
+        """Close the cluster notifier's connections, if any (the clients are the caller's)."""
+        if self.notifier is not None:
+            await self.notifier.close()
 
     async def _reclaim(self) -> None:
         """Take over changes idle in other consumers' pending lists (their worker died) and fan them out."""
