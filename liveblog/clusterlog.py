@@ -60,7 +60,6 @@ class _Shard:
         kwargs = {**node.connection_kwargs, "socket_timeout": None}
         self.connection: AbstractConnection = node.connection_class(**kwargs)
         self.channels: set[str] = set()  # subscribed (or asked for)
-        self.ended = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -101,7 +100,6 @@ class _Shard:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever ended it, the notifier places the blogs again
-            self.ended = True
             with contextlib.suppress(Exception):
                 await self.connection.disconnect()
             self.notifier._shard_ended(self, exc)
@@ -120,7 +118,6 @@ class _Shard:
             self.notifier._moved(keys.slug_of_channel(channel))
 
     async def close(self) -> None:
-        self.ended = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
