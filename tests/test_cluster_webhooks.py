@@ -3,15 +3,18 @@ worker` processes pointed at one node, blogs whose streams sit on different prim
 whose queues sit on different primaries, real receivers on loopback.
 
 A cluster refuses any command or script that spans slots, so everything passing here is also proof
-that the intake reads per slot and the queue scripts touch one subscription's slot each.
+that the intake reads per slot and the queue scripts touch one subscription's slot each. The
+migration test runs last: it changes the cluster's shape.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
@@ -124,3 +127,43 @@ def test_a_worker_killed_mid_delivery_loses_nothing(api: Api, cluster: ClusterSe
     assert [e["outcome"] for e in log] == ["delivered"] * 4  # the killed attempt was never recorded
     wait_until(lambda: all(direct.xpending(keys.stream(slug), whkeys.GROUP)["pending"] == 0 for slug in slugs),
                what="every read change to be acknowledged")
+
+
+def write_through(api: Api, slug: str, body: str) -> str:
+    """Post one entry, retrying 503s (a slot in mid-move) with the same Idempotency-Key until 201."""
+    key = uuid.uuid4().hex
+    for _ in range(100):
+        response = api.http.post(f"/api/blogs/{slug}/entries", json={"body": body}, headers={"Idempotency-Key": key})
+        if response.status_code == 201:
+            return str(response.json()["id"])
+        assert response.status_code == 503, response.text
+        time.sleep(0.1)
+    raise AssertionError(f"{body!r} never succeeded")
+
+
+def test_slot_migrations_of_a_blog_and_of_a_subscription_lose_nothing(api: Api, cluster: ClusterSetup,
+                                                                       workers: StartWorker) -> None:
+    """The blog's slot, then the subscription's, moved key by key to another primary (as
+    ``redis-cli --cluster reshard`` does) while an editor starts a write after every moved key
+    (it succeeds once the move is over) and two workers deliver: every acknowledged change reaches
+    the partner."""
+    workers()
+    workers()
+    slug = blogs_on_every_primary(api, cluster)[0]
+    with Receiver() as receiver, ThreadPoolExecutor(4) as editor:
+        sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
+        posted = [write_through(api, slug, "prima")]
+        during: list[Future[str]] = []
+
+        def between_keys() -> None:
+            during.append(editor.submit(write_through, api, slug, f"durante {len(during)}"))
+
+        for key in (keys.stream(slug), whkeys.sub(sub["id"])):
+            target = next(p for p in cluster.primaries() if p != cluster.owner(key))
+            cluster.migrate_slot_of(key, target, between_keys=between_keys)
+            posted.append(write_through(api, slug, f"dopo {len(posted)}"))
+        posted += [future.result() for future in during]
+        requests = receiver.wait_for(lambda r: len({x.webhook_id for x in r}) >= len(posted), timeout=60,
+                                     what=f"{len(posted)} deliveries")
+    assert {r.verify(sub["secret"])["data"]["id"] for r in requests} == set(posted)
+    assert len(during) > 4  # writes were started while the keys of either slot were moving
