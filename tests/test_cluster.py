@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +29,8 @@ from liveblog import keys
 from liveblog.clusterlog import ClusterNotifier
 from liveblog.redisconn import cluster_client, is_cluster
 from liveblog.store import Store
-from tests.clusters import ClusterSetup
-from tests.conftest import Service, admin
+from tests.clusters import ClusterSetup, cluster_binaries
+from tests.conftest import Service, admin, free_port, wait_until
 from tests.sse_client import Event, SSEClient
 
 
@@ -107,6 +109,26 @@ def _until_id(entry_id: str):  # type: ignore[no-untyped-def]
 async def test_cluster_url_is_detected_from_any_node(cluster: ClusterSetup) -> None:
     for port in cluster.primaries():
         assert await is_cluster(f"redis://127.0.0.1:{port}/0")
+
+
+def test_a_process_started_before_redis_answers_waits_to_learn_whether_it_is_a_cluster(tmp_path: Path) -> None:
+    port, http_port = free_port(), free_port()
+    env = {**os.environ, "LIVEBLOG_REDIS_URL": f"redis://127.0.0.1:{port}/0", "LIVEBLOG_MEDIA_DIR": str(tmp_path)}
+    service = Service(["serve", "--no-dispatcher", "--port", str(http_port)], env, tmp_path / "serve.log", http_port)
+    server, _ = cluster_binaries()
+    redis_server: subprocess.Popen[bytes] | None = None
+    try:
+        service.start(wait=False)
+        wait_until(lambda: "Redis does not answer" in service.log(), what="the start-up probe to fail")
+        redis_server = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        service.wait_ready()  # it asked again and serves
+        assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+    finally:
+        service.stop()
+        if redis_server is not None:
+            redis_server.terminate()
+            redis_server.wait(10)
 
 
 async def test_cluster_client_waits_for_a_free_connection_instead_of_failing(cluster: ClusterSetup) -> None:
