@@ -34,6 +34,7 @@ the request (503) and makes the client reload the slot map before the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -44,7 +45,9 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 POOL_SIZE = 50
@@ -229,3 +232,17 @@ def blocking_client(url: str, *, read_timeout: float | None = None, connect_time
     """
     return _client(url, max_connections=1, timeout=None, socket_timeout=read_timeout,
                    socket_connect_timeout=connect_timeout)
+
+
+async def execute(client: aioredis.Redis, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
+    """``pipe.execute()`` for a pipeline of ``client``. On a cluster, a lost connection or a timeout
+    (a primary died) also reloads the slot map: redis-py's cluster pipeline does not, unlike its single
+    commands, so pipelines to a primary that failed over kept going to the dead node until some single
+    command happened to fail on it too. Nothing is sent again here."""
+    try:
+        return list(await pipe.execute(raise_on_error=raise_on_error))
+    except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+        if isinstance(client, RedisCluster):
+            with contextlib.suppress(Exception):  # the next pipeline fails the same way and tries again
+                await client.nodes_manager.initialize()
+        raise

@@ -4,7 +4,8 @@ whose queues sit on different primaries, real receivers on loopback.
 
 A cluster refuses any command or script that spans slots, so everything passing here is also proof
 that the intake reads per slot and the queue scripts touch one subscription's slot each. The
-migration test runs last: it changes the cluster's shape.
+migration test changes the cluster's shape and runs after the others on that cluster; the failover
+test has a cluster of its own, with replicas.
 """
 
 from __future__ import annotations
@@ -167,3 +168,37 @@ def test_slot_migrations_of_a_blog_and_of_a_subscription_lose_nothing(api: Api, 
                                      what=f"{len(posted)} deliveries")
     assert {r.verify(sub["secret"])["data"]["id"] for r in requests} == set(posted)
     assert len(during) > 4  # writes were started while the keys of either slot were moving
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    setup = ClusterSetup(tmp_path_factory.mktemp("webhooks-failover"), replicas=1)
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
+
+
+def test_deliveries_resume_after_the_primary_of_a_subscriptions_queue_is_killed(
+        service_factory, replicated: ClusterSetup) -> None:  # type: ignore[no-untyped-def]
+    """The primary holding a subscription's queue (and none of the global keys, nor the blog) is
+    SIGKILLed and its replica promoted: the changes written meanwhile are delivered."""
+    cluster = replicated
+    busy = {cluster.owner(key) for key in (whkeys.ACTIVE, whkeys.VERSION, whkeys.SUBS, keys.BLOGS)}
+    victim = next((p for p in cluster.primaries() if p not in busy), cluster.primaries()[-1])
+    with serving(service_factory, cluster.url) as api, worker_pool(service_factory, cluster.url, **FAST) as workers, \
+            Receiver() as receiver:
+        workers()
+        slug = next(s for s in blogs_on_every_primary(api, cluster) if cluster.owner(keys.stream(s)) != victim)
+        sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
+        while cluster.owner(whkeys.sub(sub["id"])) != victim:
+            assert api.http.delete(f"/api/webhooks/{sub['id']}").status_code == 204
+            sub = api.subscribe(receiver.url, [slug], events=["entry.created"])
+        posted = [write_through(api, slug, "prima")]
+        receiver.wait_count(1)
+        cluster.kill_primary_of(whkeys.sub(sub["id"]))
+        posted += [write_through(api, slug, f"dopo {n}") for n in range(3)]
+        requests = receiver.wait_for(lambda r: len({x.webhook_id for x in r}) >= len(posted), timeout=60,
+                                     what=f"{len(posted)} deliveries")
+    assert {r.verify(sub["secret"])["data"]["id"] for r in requests} == set(posted)

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from liveblog import keys, streamids
 from liveblog.clusterlog import ClusterNotifier
 from liveblog.present import Presenter
+from liveblog.redisconn import execute
 from liveblog.store import DEFAULT_TIMEZONE, NotFound, Store
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.queue import DeliveryQueue, Job
@@ -171,7 +172,7 @@ class Intake:
                 pipe.execute_command("XREADGROUP", "GROUP", whkeys.GROUP, self.consumer, "COUNT", READ_COUNT,
                                      "STREAMS", *streams, *([">"] * len(streams)),
                                      target_nodes=self.reader.get_node_from_key(streams[0]))
-            results = await pipe.execute(raise_on_error=False) if groups else []
+            results = await execute(self.reader, pipe, raise_on_error=False) if groups else []
         response: list[Any] = []
         failure: Exception | None = None
         for streams, result in zip(groups, results, strict=True):
@@ -198,7 +199,7 @@ class Intake:
                 for stream in streams:
                     pipe.xautoclaim(stream, whkeys.GROUP, self.consumer, self.claim_idle_ms, "0-0", count=100,
                                     justid=True)
-                claimed = await pipe.execute(raise_on_error=False)
+                claimed = await execute(self.pool, pipe, raise_on_error=False)
             again = []
             for stream, ids in zip(streams, claimed, strict=True):
                 if isinstance(ids, Exception) or not ids:
@@ -207,7 +208,7 @@ class Intake:
                 async with self.pool.pipeline(transaction=False) as pipe:
                     for event_id in ids:
                         pipe.xrange(stream, event_id, event_id)
-                    found = await pipe.execute()
+                    found = await execute(self.pool, pipe)
                 # A change trimmed away meanwhile has nothing left to send; it is only acknowledged.
                 items: list[tuple[str, Any]] = [(event_id, rows[0][1] if rows else None)
                                                 for event_id, rows in zip(ids, found, strict=True)]

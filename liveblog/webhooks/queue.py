@@ -44,6 +44,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from liveblog import streamids, timefmt
+from liveblog.redisconn import execute
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.signing import message_id
 
@@ -261,7 +262,7 @@ class DeliveryQueue:
                 # Not ``pipe.evalsha``: redis-py's cluster pipeline refuses that method, though it
                 # routes the command itself by its keys like any other.
                 pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            return await execute(self.redis, pipe, raise_on_error=False)
 
     async def _call(self, calls: list[Call]) -> list[Any]:
         """Run each call in one pipelined round trip (on a cluster, one per node, side by side).
@@ -360,7 +361,7 @@ class DeliveryQueue:
             for sub_id in emptied:
                 pipe.zcard(whkeys.queue(sub_id))
                 pipe.zcard(whkeys.leases(sub_id))
-            counts = await pipe.execute()
+            counts = await execute(self.redis, pipe)
         back = [sub_id for i, sub_id in enumerate(emptied) if counts[2 * i] or counts[2 * i + 1]]
         if back:
             await self.redis.sadd(whkeys.ACTIVE, *back)

@@ -24,6 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from liveblog import timefmt
+from liveblog.redisconn import execute
 from liveblog.store import NotFound, ValidationError, valid_slug
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.signing import new_secret
@@ -158,7 +159,7 @@ class Subscriptions:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(whkeys.sub(sub.id), mapping={"doc": sub.to_doc(), "state": "active", "failures": 0})
             pipe.zadd(whkeys.SUBS, {sub.id: sub.created_ms})
-            await pipe.execute()
+            await execute(self.redis, pipe)
         await self.redis.incr(whkeys.VERSION)
         return {**present(sub, {"state": "active"}, 0), "secret": sub.secret}
 
@@ -173,7 +174,7 @@ class Subscriptions:
             for sub_id in sub_ids:
                 pipe.zcard(whkeys.queue(sub_id))
                 pipe.zcard(whkeys.leases(sub_id))
-            counts = await pipe.execute()
+            counts = await execute(self.redis, pipe)
         return [counts[i] + counts[i + 1] for i in range(0, len(counts), 2)]
 
     async def get(self, sub_id: str) -> dict[str, Any]:
@@ -185,7 +186,7 @@ class Subscriptions:
         async with self.redis.pipeline(transaction=False) as pipe:
             for sub_id in ids:
                 pipe.hgetall(whkeys.sub(sub_id))
-            hashes = await pipe.execute()
+            hashes = await execute(self.redis, pipe)
         return [(Subscription.from_doc(h.pop("doc")), h) for h in hashes if h.get("doc")]
 
     async def list(self) -> list[dict[str, Any]]:
@@ -222,7 +223,7 @@ class Subscriptions:
                 else:
                     pipe.hset(whkeys.sub(sub_id), mapping={"disabled_at": await self._now_ms(),
                                                            "disabled_reason": "disabled by an admin"})
-            await pipe.execute()
+            await execute(self.redis, pipe)
         await self.redis.incr(whkeys.VERSION)
         return await self.get(sub_id)
 
@@ -232,7 +233,7 @@ class Subscriptions:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(whkeys.SUBS, sub_id)
             pipe.srem(whkeys.ACTIVE, sub_id)
-            await pipe.execute()
+            await execute(self.redis, pipe)
         await self.redis.incr(whkeys.VERSION)
 
     async def deliveries(self, sub_id: str, limit: int) -> builtins.list[dict[str, Any]]:
