@@ -288,7 +288,8 @@ class DeliveryQueue:
         Not a replay: a delivery already queued, leased or recently done is left alone, so queueing
         a change twice adds nothing. A replay: queued deliveries restart at attempt 1 and done ones
         are queued again; leased ones are left to finish. Raises the first failure after the calls
-        that succeeded took effect (those that failed queued nothing: the caller may queue again)."""
+        that succeeded took effect (a call that failed may or may not have run: queueing the same
+        jobs again is harmless either way)."""
         by_sub: dict[str, list[Any]] = {}
         for job in jobs:
             by_sub.setdefault(job.sub_id, ["replay" if replay else "new"]).extend((job.id, job.to_json()))
