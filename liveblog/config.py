@@ -270,6 +270,8 @@ class Settings:
     max_media_bytes: int = 20 * 1024 * 1024
     media_max_pixels: int = 50_000_000
     media_workers: int = 1
+    # Milliseconds the decoders stay stopped after the hub last published changes (0: never stopped).
+    media_yield_ms: int = 200
     # A token's last_used_at is written at most once per this many seconds per process.
     token_touch_seconds: float = 60.0
 
@@ -387,6 +389,9 @@ class Settings:
                                      doc="largest photo in pixels (all frames of an animation together)"),
             media_workers=_number(env, "LIVEBLOG_MEDIA_WORKERS", 1, minimum=1, used_by=WEB,
                                   doc="processes per web process that decode and resize uploads"),
+            media_yield_ms=_number(env, "LIVEBLOG_MEDIA_YIELD_MS", 200, minimum=0, maximum=10_000, used_by=WEB,
+                                   doc="ms the photo decoding processes stay stopped after this process writes "
+                                       "changes to its readers (0: never stopped)"),
             token_touch_seconds=_number(env, "LIVEBLOG_TOKEN_TOUCH_INTERVAL", 60.0, minimum=0.0, used_by=WEB,
                                         doc="seconds between two writes of a token's last_used_at by one process"),
         )

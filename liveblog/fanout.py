@@ -281,9 +281,13 @@ class Hub:
     """The process-wide reader and registry of local SSE subscribers."""
 
     def __init__(self, changes: ChangeLog, presenter: Presenter, *, buffer: int = 256, heartbeat: float = 15.0,
-                 send_timeout: float = 10.0, released: Callable[[str], None] | None = None) -> None:
+                 send_timeout: float = 10.0, released: Callable[[str], None] | None = None,
+                 publishing: Callable[[], None] | None = None) -> None:
         self.changes = changes  # its blocking read is this hub's alone
         self.released = released  # called with a subscriber's ``client`` once, when it leaves
+        # Called once before each batch of changes that has local readers is written to them (the
+        # photo decoders step aside, ``liveblog.pausing``).
+        self.publishing = publishing
         self.presenter = presenter
         self.buffer = buffer
         self.heartbeat = heartbeat
@@ -494,6 +498,8 @@ class Hub:
                 continue
             self.connected.set()
             backoff = 0.1
+            if self.publishing is not None and any(slug in self.channels for slug in found):
+                self.publishing()
             for slug, changes in found.items():
                 self._dispatch(slug, changes)
 

@@ -41,6 +41,7 @@ import orjson
 from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
 
 from liveblog.incoming import Incoming, remove_stale
+from liveblog.pausing import Pauser
 
 WIDTHS = (480, 960, 1600, 2000)
 MAX_WIDTH = WIDTHS[-1]
@@ -293,13 +294,16 @@ def _broke(job: Future[Any]) -> bool:
 class MediaWorkers:
     """A small process pool for ``ingest``; one in-flight job per media id (same photo, same job).
 
-    Created at start-up, it removes the incoming files that killed processes of this host left behind."""
+    Created at start-up, it removes the incoming files that killed processes of this host left behind.
+    ``pauser`` stops its processes while the hub publishes changes (``yield_seconds`` after the last
+    publication, see ``liveblog.pausing``)."""
 
-    def __init__(self, media_dir: Path, *, workers: int, max_pixels: int) -> None:
+    def __init__(self, media_dir: Path, *, workers: int, max_pixels: int, yield_seconds: float = 0.0) -> None:
         self.media_dir = media_dir
         self.max_pixels = max_pixels
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self.pauser = Pauser(self.pids, yield_seconds)
         self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
         remove_stale(media_dir)
 
@@ -342,6 +346,13 @@ class MediaWorkers:
                                              initializer=_worker_start, initargs=(self.max_pixels,))
         return self._pool
 
+    def pids(self) -> list[int]:
+        """The PIDs of this pool's processes that are alive (none before the first upload). A process
+        seen alive here has not been reaped, so its PID cannot belong to another process yet."""
+        pool = self._pool
+        processes = pool._processes if pool is not None else None  # (None after a shutdown)
+        return [p.pid for p in list((processes or {}).values()) if p.pid is not None and p.is_alive()]
+
     def _submit(self, path: str, ident: str) -> tuple[ProcessPoolExecutor, Future[dict[str, Any]]]:
         pool = self.pool()
         try:
@@ -353,11 +364,13 @@ class MediaWorkers:
 
     def _drop(self, pool: ProcessPoolExecutor) -> None:
         """A broken pool takes no more jobs: forget it, the next upload starts a fresh one."""
+        self.pauser.resume()  # a process stopped here is one the pool must be able to end
         pool.shutdown(wait=False, cancel_futures=True)
         if self._pool is pool:
             self._pool = None
 
     def close(self) -> None:
+        self.pauser.resume()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

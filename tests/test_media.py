@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import itertools
 import os
 import signal
 import socket
@@ -18,7 +19,9 @@ import httpx
 import pytest
 from PIL import ExifTags, Image
 
-from tests.conftest import Service, wait_until
+from tests.conftest import Service, admin, wait_until
+from tests.sse_client import SSEClient
+from tests.support import post
 
 SECRET = b"secret-location-of-a-source"
 # An upload may wait for the worker process to start and for a busy machine's CPU: no timed assertion.
@@ -379,6 +382,117 @@ def test_files_of_a_killed_server_are_removed_by_the_next_one_on_its_host_abando
     service_factory("serve", "--no-dispatcher", env=env)
     assert not left.exists() and not abandoned.exists()
     assert all(other.exists() for other in others)
+
+
+# ---- the decoders step aside while changes reach readers (LIVEBLOG_MEDIA_YIELD_MS) -------------------
+
+YIELD_MS = 1000
+
+
+def run_state(pid: int) -> str:
+    """The process's state in /proc (``T``: stopped); ``gone`` once it no longer exists."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+async def new_blog(http: httpx.AsyncClient) -> str:
+    slug = f"photos-{os.urandom(5).hex()}"
+    response = await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": slug})
+    assert response.status_code == 201, response.text
+    return slug
+
+
+@pytest.fixture(scope="module")
+def yielding_server(service_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    return service_factory("serve", "--no-dispatcher", env={
+        "LIVEBLOG_MEDIA_YIELD_MS": str(YIELD_MS), "LIVEBLOG_MEDIA_DIR": str(tmp_path_factory.mktemp("yield"))})
+
+
+async def started_decoder(http: httpx.AsyncClient, token: str, service: Service) -> int:
+    await stored(http, token, picture(64, 48))  # the pool starts with the first upload
+    [worker] = worker_pids(service)
+    assert run_state(worker) != "T"
+    return worker
+
+
+async def test_the_decoder_is_stopped_while_changes_reach_readers_until_the_yield_time_after_the_last(
+        yielding_server: Service, editor_token: str, editor: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=yielding_server.url, timeout=UPLOAD_TIMEOUT) as http:
+        worker = await started_decoder(http, editor_token, yielding_server)
+        slug = await new_blog(http)
+        async with SSEClient(f"{yielding_server.url}/blogs/{slug}/events") as reader:
+            for i in range(3):  # closer together than the yield time: one pause, pushed later by each
+                posted = time.monotonic()
+                await post(http, slug, editor, f"update {i}")
+                assert (await reader.next()).event == "entry.created"
+                # (the signal takes effect when the idle-priority process next gets a CPU)
+                await until(lambda: run_state(worker) == "T", f"the decoder stopped at update {i}",
+                            timeout=YIELD_MS / 1000)
+                await asyncio.sleep(YIELD_MS / 1000 / 3)
+            await until(lambda: run_state(worker) != "T", "the decoder to run again")
+            # Stopped before the last change was written to the reader, so at least the yield time before.
+            assert time.monotonic() - posted >= YIELD_MS / 1000
+
+
+async def test_an_upload_completes_while_changes_keep_coming_faster_than_the_yield_time(
+        yielding_server: Service, editor_token: str, editor: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=yielding_server.url, timeout=UPLOAD_TIMEOUT) as http:
+        worker = await started_decoder(http, editor_token, yielding_server)
+        slug = await new_blog(http)
+        states: set[str] = set()
+
+        async def keep_posting() -> None:
+            for i in itertools.count():
+                await post(http, slug, editor, f"update {i}")
+                states.add(run_state(worker))
+                await asyncio.sleep(YIELD_MS / 1000 / 10)
+
+        async with SSEClient(f"{yielding_server.url}/blogs/{slug}/events"):
+            posting = asyncio.ensure_future(keep_posting())
+            try:
+                await until(lambda: "T" in states, "the decoder to be stopped")
+                states.clear()
+                answer = await stored(http, editor_token, picture(3000, 2000, quality=95))
+                assert not posting.done(), "the updates stopped during the upload"
+            finally:
+                posting.cancel()
+        assert answer["width"] == 2000 and "T" in states
+        await until(lambda: run_state(worker) != "T", "the decoder to run again")
+
+
+async def test_with_yield_0_the_decoder_is_never_stopped(service_factory: Any, editor_token: str,
+                                                         editor: dict[str, str], tmp_path: Path) -> None:
+    service = service_factory("serve", "--no-dispatcher", env={
+        "LIVEBLOG_MEDIA_YIELD_MS": "0", "LIVEBLOG_MEDIA_DIR": str(tmp_path / "media")})
+    async with httpx.AsyncClient(base_url=service.url, timeout=UPLOAD_TIMEOUT) as http:
+        worker = await started_decoder(http, editor_token, service)
+        slug = await new_blog(http)
+        states: set[str] = set()
+        async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
+            for i in range(5):
+                await post(http, slug, editor, f"update {i}")
+                assert (await reader.next()).event == "entry.created"
+                for _ in range(10):  # (with the default of 200 ms this sees it stopped)
+                    states.add(run_state(worker))
+                    await asyncio.sleep(0.01)
+        assert states and "T" not in states
+
+
+async def test_a_stopped_decoder_dies_with_its_web_process(service_factory: Any, editor_token: str,
+                                                           editor: dict[str, str], tmp_path: Path) -> None:
+    service = service_factory("serve", "--no-dispatcher", env={
+        "LIVEBLOG_MEDIA_YIELD_MS": "10000", "LIVEBLOG_MEDIA_DIR": str(tmp_path / "media")})
+    async with httpx.AsyncClient(base_url=service.url, timeout=UPLOAD_TIMEOUT) as http:
+        worker = await started_decoder(http, editor_token, service)
+        slug = await new_blog(http)
+        async with SSEClient(f"{service.url}/blogs/{slug}/events") as reader:
+            await post(http, slug, editor, "update")
+            await reader.next()
+            await until(lambda: run_state(worker) == "T", "the decoder to be stopped")
+            service.stop(signal.SIGKILL)  # no code of the web process runs: PR_SET_PDEATHSIG's SIGKILL
+    await until(lambda: run_state(worker) in ("gone", "Z"), "the stopped decoder to die")
 
 
 # ---- serving -----------------------------------------------------------------------------------------

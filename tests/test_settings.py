@@ -35,6 +35,9 @@ BAD = [
     ("LIVEBLOG_PUBLIC_URL", "ftp://live.example.org"),
     ("LIVEBLOG_PUBLIC_URL", "live.example.org"),
     ("LIVEBLOG_ADMIN_TOKEN", "short"),
+    ("LIVEBLOG_MEDIA_YIELD_MS", "-1"),
+    ("LIVEBLOG_MEDIA_YIELD_MS", "10001"),
+    ("LIVEBLOG_MEDIA_YIELD_MS", "0.5"),
 ]
 
 
@@ -87,6 +90,8 @@ def test_good_values_are_parsed_and_normalised() -> None:
     assert settings.redis_url == "unix:///tmp/x/redis.sock"
     assert settings.public_url == "https://live.example.org/blog"
     assert settings.stream_maxlen == 10_000
+    assert settings.media_yield_ms == 200
+    assert Settings.from_env({"LIVEBLOG_MEDIA_YIELD_MS": "0"}).media_yield_ms == 0
     for url in ("redis://:pw@h:6379/0", "rediss://h", "redis+sentinel://a:26379,b:26379/mymaster"):
         assert Settings.from_env({"LIVEBLOG_REDIS_URL": url}).redis_url == url
 

@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
         app.state.tokens = Tokens(redis, bootstrap_admin=settings.admin_token,
                                   touch_interval=settings.token_touch_seconds)
         app.state.streams = StreamSlots(settings)
+        app.state.media = media_api.workers(settings)
         app.state.authors = Authors(redis)
         # The hub's own change log: a small pool, and a dedicated connection for its blocking read
         # (on a cluster: one sharded pub/sub connection per primary it needs, see clusterlog.py).
@@ -131,8 +132,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
                                                      connect_timeout=timeout))
         app.state.hub = Hub(hub_log, app.state.presenter, buffer=settings.client_buffer,
                             heartbeat=settings.heartbeat_seconds, send_timeout=settings.send_timeout_seconds,
-                            released=app.state.streams.release)
-        app.state.media = media_api.workers(settings)
+                            released=app.state.streams.release, publishing=app.state.media.pauser.publishing)
         await app.state.hub.start()
         app.state.presence = Presence(redis, app.state.hub, interval=settings.readers_interval_seconds)
         app.state.presence.start()

@@ -159,4 +159,4 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
 def workers(settings: Settings) -> MediaWorkers:
     return MediaWorkers(settings.media_dir, workers=settings.media_workers,
-                        max_pixels=settings.media_max_pixels)
+                        max_pixels=settings.media_max_pixels, yield_seconds=settings.media_yield_ms / 1000)
