@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from liveblog.embedded import find_server_binary
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, stop_processes, wait_until
 
 NODE_TIMEOUT_MS = 1000
 
@@ -188,11 +188,4 @@ class ClusterSetup:
         raise AssertionError(f"no replica of :{old} was promoted within 30 s")
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(self.processes.values())

@@ -7,6 +7,7 @@ stop and restart; services are real ``liveblog serve``/``liveblog worker`` proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,8 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import httpx
 import pytest
@@ -80,6 +82,47 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL after 10 s)."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@contextlib.contextmanager
+def running(setup: S) -> Iterator[S]:
+    """A multi-process Redis setup (cluster, Sentinels) started for a fixture and always stopped, even
+    when starting it fails half-way."""
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
+
+
+def cli_editor_headers(redis_url: str, name: str) -> dict[str, str]:
+    """Headers with an editor token made by ``liveblog token create`` against ``redis_url``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "liveblog", "token", "create", "--name", name, "--role", "editor"],
+        env={"PATH": "/usr/bin:/bin", "LIVEBLOG_REDIS_URL": redis_url}, capture_output=True, text=True,
+        check=True)
+    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="session")

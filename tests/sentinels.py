@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from liveblog.embedded import find_server_binary
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, stop_processes, wait_until
 
 SERVICE = "mymaster"
 
@@ -112,11 +112,4 @@ class SentinelSetup:
         return self.primary_port()
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(self.processes.values())

@@ -1,7 +1,11 @@
-"""Helpers shared by the HTTP tests: posting an entry, and checking that HTML is inert."""
+"""Helpers shared by the HTTP tests: posting an entry (once, or through a failover), and checking that
+HTML is inert."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,6 +19,26 @@ async def post(client: httpx.AsyncClient, slug: str, headers: dict[str, str], bo
     response = await client.post(f"/api/blogs/{slug}/entries", headers=headers, json=payload)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def write_through(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body: str,
+                        answers: list[int]) -> str:
+    """Post one entry through a store failover: 503s (problem+json with Retry-After) and lost
+    connections are retried with the same Idempotency-Key, as a client should, until 201. Every status
+    seen goes to ``answers``; returns the entry's id."""
+    key = uuid.uuid4().hex
+    for _ in range(300):
+        with contextlib.suppress(httpx.TransportError):
+            response = await http.post(f"/api/blogs/{slug}/entries", json={"body": body},
+                                       headers={**editor, "Idempotency-Key": key})
+            answers.append(response.status_code)
+            if response.status_code == 201:
+                return str(response.json()["id"])
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert "retry-after" in response.headers
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{body!r} never succeeded: {answers[-5:]}")
 
 
 HOSTILE = (

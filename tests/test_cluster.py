@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,28 +29,21 @@ from liveblog.clusterlog import ClusterNotifier
 from liveblog.redisconn import cluster_client, is_cluster
 from liveblog.store import Store
 from tests.clusters import ClusterSetup, cluster_binaries
-from tests.conftest import Service, admin, free_port, wait_until
+from tests.conftest import Service, admin, cli_editor_headers, free_port, running, wait_until
 from tests.sse_client import Event, SSEClient
+from tests.support import write_through
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(tmp_path_factory.mktemp("cluster"), primaries=3, replicas=1)
-    try:
-        setup.start()
+    with running(ClusterSetup(tmp_path_factory.mktemp("cluster"), primaries=3, replicas=1)) as setup:
         yield setup
-    finally:
-        setup.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster_editor(cluster: ClusterSetup) -> dict[str, str]:
     """An editor token made with the CLI through the cluster URL (its global keys share one slot)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "liveblog", "token", "create", "--name", "Cluster", "--role", "editor"],
-        env={"PATH": "/usr/bin:/bin", "LIVEBLOG_REDIS_URL": cluster.url}, capture_output=True, text=True,
-        check=True)
-    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
+    return cli_editor_headers(cluster.url, "Cluster")
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +72,6 @@ async def _post(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body
     response = await http.post(f"/api/blogs/{slug}/entries", headers=editor, json={"body": body, **fields})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
-
-
-async def _write_through(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body: str,
-                         answers: list[int]) -> str:
-    """Post one entry, retrying 503s (and lost connections) with the same Idempotency-Key until 201."""
-    key = uuid.uuid4().hex
-    for _ in range(300):
-        with contextlib.suppress(httpx.TransportError):
-            response = await http.post(f"/api/blogs/{slug}/entries", json={"body": body},
-                                       headers={**editor, "Idempotency-Key": key})
-            answers.append(response.status_code)
-            if response.status_code == 201:
-                return str(response.json()["id"])
-            assert response.status_code == 503, response.text
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{body!r} never succeeded: {answers[-5:]}")
 
 
 def _created(events: list[Event]) -> list[str]:
@@ -267,19 +243,19 @@ async def test_a_slot_migration_under_readers_and_an_editor_loses_and_duplicates
         async with SSEClient(f"{a.url}/blogs/{slug}/events") as on_a, \
                 SSEClient(f"{b.url}/blogs/{slug}/events") as on_b:
             answers: list[int] = []
-            acknowledged = [await _write_through(http, slug, cluster_editor, f"prima {i}", answers) for i in range(3)]
+            acknowledged = [await write_through(http, slug, cluster_editor, f"prima {i}", answers) for i in range(3)]
             loop = asyncio.get_running_loop()
             during: list[asyncio.Future[str]] = []
 
             def between_keys() -> None:  # a write starts each time a key of the blog has moved
                 during.append(asyncio.run_coroutine_threadsafe(
-                    _write_through(http, slug, cluster_editor, f"durante {len(during)}", answers), loop))
+                    write_through(http, slug, cluster_editor, f"durante {len(during)}", answers), loop))
 
             await asyncio.to_thread(cluster.migrate_slot_of, keys.stream(slug), target, between_keys=between_keys)
             assert cluster.owner(keys.stream(slug)) == target
             # The writes started mid-move finish once the blog's keys are all on one side again.
             acknowledged += sorted([await asyncio.wrap_future(f) for f in during], key=int)
-            acknowledged += [await _write_through(http, slug, cluster_editor, f"dopo {i}", answers)
+            acknowledged += [await write_through(http, slug, cluster_editor, f"dopo {i}", answers)
                              for i in range(3)]
             for reader in (on_a, on_b):
                 got = await reader.until(_until_id(acknowledged[-1]), timeout=5)  # each, well under a 15 s sweep
@@ -299,16 +275,16 @@ async def test_a_killed_primary_readers_continue_and_writes_resume_on_the_promot
         async with SSEClient(f"{a.url}/blogs/{slug}/events") as on_a, \
                 SSEClient(f"{b.url}/blogs/{slug}/events") as on_b:
             answers: list[int] = []
-            acknowledged = [await _write_through(http, slug, cluster_editor, f"prima {i}", answers) for i in range(3)]
+            acknowledged = [await write_through(http, slug, cluster_editor, f"prima {i}", answers) for i in range(3)]
             change = asyncio.create_task(asyncio.to_thread(cluster.kill_primary_of, keys.stream(slug)))
             i = 0
             while not change.done():  # the editor keeps writing through the failover
-                acknowledged.append(await _write_through(http, slug, cluster_editor, f"durante {i}", answers))
+                acknowledged.append(await write_through(http, slug, cluster_editor, f"durante {i}", answers))
                 i += 1
                 await asyncio.sleep(0.05)
             old, new = await change
             assert new != old and cluster.owner(keys.stream(slug)) == new
-            acknowledged += [await _write_through(http, slug, cluster_editor, f"dopo {i}", answers) for i in range(3)]
+            acknowledged += [await write_through(http, slug, cluster_editor, f"dopo {i}", answers) for i in range(3)]
             for reader in (on_a, on_b):
                 got = await reader.until(_until_id(acknowledged[-1]), timeout=10)  # each, under a 15 s sweep
                 ids = _created(got)

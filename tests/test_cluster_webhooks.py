@@ -25,7 +25,7 @@ import redis
 from liveblog import keys
 from liveblog.webhooks import keys as whkeys
 from tests.clusters import ClusterSetup
-from tests.conftest import wait_until
+from tests.conftest import running, wait_until
 from tests.receivers import Api, Receiver, Reply, StartWorker, sequence, serving, worker_pool
 
 FAST = {"LIVEBLOG_WEBHOOK_TIMEOUT": "3", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
@@ -33,12 +33,8 @@ FAST = {"LIVEBLOG_WEBHOOK_TIMEOUT": "3", "LIVEBLOG_WEBHOOK_CLAIM_IDLE": "1"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(tmp_path_factory.mktemp("webhooks-cluster"))
-    try:
-        setup.start()
+    with running(ClusterSetup(tmp_path_factory.mktemp("webhooks-cluster"))) as setup:
         yield setup
-    finally:
-        setup.stop()
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +168,8 @@ def test_slot_migrations_of_a_blog_and_of_a_subscription_lose_nothing(api: Api, 
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(tmp_path_factory.mktemp("webhooks-failover"), replicas=1)
-    try:
-        setup.start()
+    with running(ClusterSetup(tmp_path_factory.mktemp("webhooks-failover"), replicas=1)) as setup:
         yield setup
-    finally:
-        setup.stop()
 
 
 def test_deliveries_resume_after_the_primary_of_a_subscriptions_queue_is_killed(

@@ -4,9 +4,6 @@ FAILOVER`` and a SIGKILLed primary) under a connected reader and a writing edito
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -16,9 +13,10 @@ import pytest
 from liveblog.cli import _redacted
 from liveblog.config import SettingError, Settings
 from liveblog.redisconn import SentinelURL, parse_sentinel_url
-from tests.conftest import admin
+from tests.conftest import admin, cli_editor_headers, running
 from tests.sentinels import SentinelSetup
 from tests.sse_client import Event, SSEClient
+from tests.support import write_through
 
 
 def test_sentinel_url_names_hosts_service_db_and_password() -> None:
@@ -63,22 +61,14 @@ def test_min_replicas_settings_default_to_no_wait_and_are_validated() -> None:
 
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
-    try:
-        setup.start()
+    with running(SentinelSetup(tmp_path_factory.mktemp("sentinel"))) as setup:
         yield setup
-    finally:
-        setup.stop()
 
 
 @pytest.fixture(scope="module")
 def sentinel_editor(sentinels: SentinelSetup) -> dict[str, str]:
     """An editor token made with the CLI through the Sentinel URL."""
-    out = subprocess.run(
-        [sys.executable, "-m", "liveblog", "token", "create", "--name", "Sentinel", "--role", "editor"],
-        env={"PATH": "/usr/bin:/bin", "LIVEBLOG_REDIS_URL": sentinels.url}, capture_output=True, text=True,
-        check=True)
-    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
+    return cli_editor_headers(sentinels.url, "Sentinel")
 
 
 @pytest.fixture(scope="module")
@@ -117,24 +107,6 @@ async def test_min_replicas_unmet_answers_503_and_a_retry_does_not_write_twice(
     assert len(listed["entries"]) == 1, listed  # made (not undone), and only once
 
 
-async def _write_through(http: httpx.AsyncClient, slug: str, editor: dict[str, str], body: str,
-                         answers: list[int]) -> str:
-    """Post one entry, retrying 503s with the same Idempotency-Key (as a client should) until 201."""
-    key = uuid.uuid4().hex
-    for _ in range(300):
-        with contextlib.suppress(httpx.TransportError):
-            response = await http.post(f"/api/blogs/{slug}/entries", json={"body": body},
-                                       headers={**editor, "Idempotency-Key": key})
-            answers.append(response.status_code)
-            if response.status_code == 201:
-                return str(response.json()["id"])
-            assert response.status_code == 503, response.text
-            assert response.headers["content-type"].startswith("application/problem+json")
-            assert "retry-after" in response.headers
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{body!r} never succeeded: {answers[-5:]}")
-
-
 @pytest.mark.parametrize("how", ["sentinel-failover", "primary-killed"])
 async def test_sentinel_failover_readers_get_every_acknowledged_entry_once(
         how: str, sentinels: SentinelSetup, sentinel_server, sentinel_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
@@ -144,19 +116,19 @@ async def test_sentinel_failover_readers_get_every_acknowledged_entry_once(
         assert created.status_code == 201, created.text
         async with SSEClient(f"{sentinel_server.url}/blogs/{slug}/events") as reader:
             answers: list[int] = []
-            acknowledged = [await _write_through(http, slug, sentinel_editor, f"before {i}", answers)
+            acknowledged = [await write_through(http, slug, sentinel_editor, f"before {i}", answers)
                             for i in range(3)]
             old_primary = sentinels.primary_port()
             change = asyncio.create_task(asyncio.to_thread(
                 sentinels.failover if how == "sentinel-failover" else sentinels.kill_primary))
             i = 0
             while not change.done():  # the editor keeps writing through the failover
-                acknowledged.append(await _write_through(http, slug, sentinel_editor, f"during {i}", answers))
+                acknowledged.append(await write_through(http, slug, sentinel_editor, f"during {i}", answers))
                 i += 1
                 await asyncio.sleep(0.05)
             new_primary = await change
             assert new_primary != old_primary
-            acknowledged += [await _write_through(http, slug, sentinel_editor, f"after {i}", answers)
+            acknowledged += [await write_through(http, slug, sentinel_editor, f"after {i}", answers)
                              for i in range(3)]
             received: list[Event] = await reader.until(
                 lambda e: e.event == "reset" or (e.event == "entry.created" and e.json["id"] == acknowledged[-1]),

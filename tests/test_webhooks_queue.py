@@ -26,7 +26,7 @@ from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue, Job
 from liveblog.webhooks.ssrf import AddressPolicy
 from liveblog.webhooks.subscriptions import Subscriptions
 from tests.clusters import ClusterSetup
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, running
 
 DB = 9  # no other test uses it: no dispatcher claims from these queues
 LEASE_MS = 60_000
@@ -34,10 +34,8 @@ LEASE_MS = 60_000
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(Path(tmp_path_factory.mktemp("queue-cluster")))
-    setup.start()
-    yield setup
-    setup.stop()
+    with running(ClusterSetup(Path(tmp_path_factory.mktemp("queue-cluster")))) as setup:
+        yield setup
 
 
 @pytest.fixture(params=["redis", "cluster"])
