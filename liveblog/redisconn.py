@@ -17,9 +17,30 @@ failed with "Connection closed by server".
 
 A ``redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]`` URL gives the same two kinds
 of client, but each connection asks the Sentinels for the current primary of SERVICE when it
-connects: after a failover, the next connection goes to the new primary (redis-py closes idle ones to
-the old primary, and turns a ``READONLY`` answer from a demoted primary into a ``ConnectionError``).
-The password, if any, is the data nodes' one; the Sentinels are asked without one.
+connects. The password, if any, is the data nodes' one; the Sentinels are asked without one.
+redis-py alone serves stale data around a failover: a connection still open to the old primary keeps
+reading from it (only a write answered ``READONLY`` makes it reconnect), and after a ``SENTINEL
+FAILOVER`` the old primary keeps saying "master" and taking writes for ~10 s, until the Sentinels
+demote it and it resyncs from the new one, dropping them (a blog created there was a 404 right
+after). The Sentinels also disagree for a moment: those that have not heard of the failover yet
+still name the old primary, and redis-py took the first answer. Hence, as ioredis and Lettuce do:
+
+* the primary is the one named by the Sentinel with the newest configuration: all Sentinels are
+  asked at once (``SENTINEL MASTER`` and ``GET-MASTER-ADDR-BY-NAME``) and the highest
+  ``config-epoch`` wins (a failover's leader bumps it when it promotes the replica);
+* on connect, the node must answer ``ROLE`` with ``master`` (a demoted node still named somewhere),
+  else the connection is closed and fails with ``ConnectionError``: a 503 like any failover moment,
+  and the next connection asks the Sentinels again;
+* on taking a connection from the pool, if the pool last asked the Sentinels more than
+  ``primary_check_interval`` seconds ago (default 1 s), it asks them again -- one round of Sentinel
+  queries per pool per interval, not per command or connection, cheaper than a ``ROLE`` per
+  command and, unlike ``ROLE``, right while the old primary still calls itself "master". A connection
+  (in use or idle) to an address that is no longer the primary is closed before it is used and when
+  it is returned, so none keeps serving after the Sentinels switched. If no Sentinel answers that
+  check, it is logged and the connections in place keep serving, as before.
+
+What remains is Sentinel's own window: until the Sentinels switch, plus at most one interval, a
+client may still use the old primary.
 
 A plain ``redis://`` URL may name any node of a Redis Cluster: :func:`is_cluster` asks it once at
 start-up (``INFO cluster``), and :func:`connect_pool` then builds a ``RedisCluster`` client, which
@@ -35,6 +56,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -43,7 +67,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
@@ -54,6 +78,9 @@ POOL_SIZE = 50
 DEFAULT_TIMEOUT = 5.0
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
+PRIMARY_CHECK_INTERVAL = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,9 +133,74 @@ def _host_port(item: str) -> tuple[str, int]:
     return host, int(port) if port else SENTINEL_PORT
 
 
+class _EpochSentinel(Sentinel):
+    """Takes the primary from the Sentinel with the newest configuration (see the module docstring)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        answers = await asyncio.gather(*(self._named_by(sentinel, service_name) for sentinel in self.sentinels),
+                                       return_exceptions=True)
+        named = [answer for answer in answers if isinstance(answer, tuple)]
+        if not named:
+            errors = "; ".join(str(answer) for answer in answers if isinstance(answer, BaseException))
+            raise MasterNotFoundError(f"No master found for {service_name!r}: {errors or 'none healthy'}")
+        return max(named, key=lambda epoch_address: epoch_address[0])[1]
+
+    async def _named_by(self, sentinel: aioredis.Redis, service_name: str) -> tuple[int, tuple[str, int]] | None:
+        """``(config-epoch, address)`` from one Sentinel, ``None`` if it sees the primary down."""
+        state = await sentinel.sentinel_master(service_name)
+        if not self.check_master_state(state, service_name):
+            return None
+        host, port = await sentinel.sentinel_get_master_addr_by_name(service_name)
+        return int(state["config-epoch"]), (host, int(port))
+
+
+class _PrimaryConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that refuses a node which does not say it is the primary."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)
+        await self.send_command("ROLE")
+        role = await self.read_response()
+        if not role or role[0] != "master":
+            await self.disconnect()
+            raise RedisConnectionError(f"{self.host}:{self.port} is not the primary of "
+                                       f"{self.connection_pool.service_name!r} (ROLE: {role[0] if role else role!r})")
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (asks for the primary on each connect) that waits for a free connection like
-    the plain pool instead of failing with "Too many connections"."""
+    the plain pool instead of failing with "Too many connections", connects only to a node that says
+    it is the primary, and re-asks the Sentinels every ``primary_check_interval`` seconds (see the
+    module docstring)."""
+
+    def __init__(self, *args: Any, primary_check_interval: float = PRIMARY_CHECK_INTERVAL, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.primary_check_interval = primary_check_interval
+        self._primary_asked_at = -math.inf
+
+    async def get_master_address(self) -> Any:
+        self._primary_asked_at = time.monotonic()
+        return await super().get_master_address()  # also closes the idle connections if it moved
+
+    def _elsewhere(self, connection: Any) -> bool:
+        """Connected, but not to the address the Sentinels last named."""
+        return (connection.is_connected and self.master_address is not None
+                and (connection.host, connection.port) != tuple(self.master_address))
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if time.monotonic() - self._primary_asked_at >= self.primary_check_interval:
+            try:
+                await self.get_master_address()
+            except (RedisConnectionError, RedisTimeoutError) as error:  # keep serving through what is there
+                log.warning("could not ask the Sentinels for the primary of %r: %s", self.service_name, error)
+        if self._elsewhere(connection):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
+
+    async def release(self, connection: Any) -> None:
+        if self._elsewhere(connection):
+            await connection.disconnect()
+        await super().release(connection)
 
 
 class _SentinelClient(aioredis.Redis):
@@ -127,18 +219,21 @@ def _common() -> dict[str, Any]:
                 maint_notifications_config=MaintNotificationsConfig(enabled=False))
 
 
-def _client(url: str, **pool_kwargs: Any) -> aioredis.Redis:
-    """A client on one connection pool with ``pool_kwargs``, through Sentinel if the URL says so."""
+def _client(url: str, *, primary_check_interval: float = PRIMARY_CHECK_INTERVAL, **pool_kwargs: Any
+            ) -> aioredis.Redis:
+    """A client on one connection pool with ``pool_kwargs``, through Sentinel if the URL says so
+    (then re-asking the Sentinels for the primary every ``primary_check_interval`` seconds)."""
     common = _common()
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return aioredis.Redis(connection_pool=BlockingConnectionPool.from_url(url, **common, **pool_kwargs))
     target = parse_sentinel_url(url)
     connect_timeout = pool_kwargs.get("socket_connect_timeout") or DEFAULT_TIMEOUT
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(
+    sentinel = _EpochSentinel(list(target.sentinels), sentinel_kwargs=dict(
         socket_timeout=connect_timeout, socket_connect_timeout=connect_timeout, retry=no_retry(),
         decode_responses=True))
     return sentinel.master_for(target.service, redis_class=_SentinelClient,
-                               connection_pool_class=_BlockingSentinelPool, db=target.db,
+                               connection_pool_class=_BlockingSentinelPool, connection_class=_PrimaryConnection,
+                               primary_check_interval=primary_check_interval, db=target.db,
                                username=target.username, password=target.password, **common, **pool_kwargs)
 
 
@@ -146,12 +241,15 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
+def pool_client(url: str, *, max_connections: int = POOL_SIZE, timeout: float = DEFAULT_TIMEOUT,
+                primary_check_interval: float = PRIMARY_CHECK_INTERVAL) -> aioredis.Redis:
     """The shared client of a single Redis (or Sentinel-managed primary). ``timeout`` bounds each step
     of a command: waiting for a free connection, connecting, and each read of the answer; a Redis that
-    stalls longer fails the command (``TimeoutError``, a 503 for the API) instead of holding the request."""
+    stalls longer fails the command (``TimeoutError``, a 503 for the API) instead of holding the request.
+    ``primary_check_interval``: see the module docstring (Sentinel only)."""
     return _client(url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-                   socket_connect_timeout=timeout, health_check_interval=30)
+                   socket_connect_timeout=timeout, health_check_interval=30,
+                   primary_check_interval=primary_check_interval)
 
 
 class _WaitingCluster(RedisCluster):

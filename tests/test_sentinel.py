@@ -9,11 +9,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from liveblog.cli import _redacted
 from liveblog.config import SettingError, Settings
-from liveblog.redisconn import SentinelURL, parse_sentinel_url
-from tests.conftest import admin, cli_editor_headers, running
+from liveblog.redisconn import SentinelURL, parse_sentinel_url, pool_client
+from tests.conftest import admin, cli_editor_headers, running, wait_until
 from tests.sentinels import SentinelSetup
 from tests.sse_client import Event, SSEClient
 from tests.support import write_through
@@ -59,10 +61,20 @@ def test_min_replicas_settings_default_to_no_wait_and_are_validated() -> None:
         assert caught.value.name == name
 
 
-@pytest.fixture(scope="module")
-def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+def _running_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
     with running(SentinelSetup(tmp_path_factory.mktemp("sentinel"))) as setup:
         yield setup
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    yield from _running_sentinels(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A setup of its own for the client tests: the failover tests above kill a node for good."""
+    yield from _running_sentinels(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +149,44 @@ async def test_sentinel_failover_readers_get_every_acknowledged_entry_once(
     assert len(ids) == len(set(ids)), f"a change was delivered twice: {ids}"
     if received[-1].event != "reset":
         assert ids == acknowledged, "an acknowledged entry went missing without a reset"
+
+
+def _other_data_port(sentinels: SentinelSetup, port: int) -> int:
+    return next(p for p in sentinels.data_ports if p != port)
+
+
+async def test_sentinel_client_refuses_a_connection_to_a_node_that_is_not_the_primary(
+        client_sentinels: SentinelSetup) -> None:
+    sentinels = client_sentinels
+    replica = _other_data_port(sentinels, sentinels.primary_port())
+    wait_until(lambda: sentinels.replica_synced(replica), timeout=60, what="the replica to sync")
+    client = pool_client(sentinels.url, max_connections=2)
+    try:
+        assert await client.ping()  # the pool connects to the primary the Sentinels name
+        connection = client.connection_pool.make_connection()
+        with pytest.raises(RedisConnectionError, match="is not the primary"):
+            await connection.connect_to(("127.0.0.1", replica))
+        assert not connection.is_connected
+    finally:
+        await client.aclose()
+
+
+async def test_sentinel_reads_right_after_a_failover_never_come_from_the_old_primary(
+        client_sentinels: SentinelSetup) -> None:
+    sentinels = client_sentinels
+    """After ``SENTINEL FAILOVER`` the old primary still says "master" for seconds: a pooled
+    connection left open to it read stale data (and wrote where the demotion then dropped it)."""
+    old = sentinels.primary_port()
+    wait_until(lambda: sentinels.replica_synced(_other_data_port(sentinels, old)), timeout=60,
+               what="the replica to sync")
+    key = f"sentinel-read-{uuid.uuid4().hex[:8]}"
+    client = pool_client(sentinels.url, max_connections=2, primary_check_interval=0.1)
+    try:
+        await client.set(key, "before")  # leaves a pooled connection open to the old primary
+        new = await asyncio.to_thread(sentinels.failover)
+        redis.Redis(port=new).set(key, "after")
+        old_role = redis.Redis(port=old, decode_responses=True).role()[0]
+        seen = [await client.get(key) for _ in range(20)]
+    finally:
+        await client.aclose()
+    assert seen == ["after"] * 20, f"read from the old primary (its role then: {old_role}): {seen}"
