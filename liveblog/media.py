@@ -348,7 +348,8 @@ class MediaWorkers:
 
     def pids(self) -> list[int]:
         """The PIDs of this pool's processes that are alive (none before the first upload). A process
-        seen alive here has not been reaped, so its PID cannot belong to another process yet."""
+        seen alive here had not been reaped, so its PID was not another process's (the pool's thread may
+        reap one that dies just after: Linux hands out PIDs in turn, so the PID is not reused meanwhile)."""
         pool = self._pool
         processes = pool._processes if pool is not None else None  # (None after a shutdown)
         return [p.pid for p in list((processes or {}).values()) if p.pid is not None and p.is_alive()]

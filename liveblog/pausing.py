@@ -48,10 +48,6 @@ class Pauser:
         self._latest = 0.0  # ... at the latest (LONGEST_PAUSE)
         self._unpaused_until = 0.0  # after a pause cut short by LONGEST_PAUSE: no new one before this
 
-    @property
-    def paused(self) -> bool:
-        return self._timer is not None
-
     def publishing(self) -> None:
         """The hub is about to write a batch of changes to its readers (called once per batch)."""
         if self.seconds <= 0:
