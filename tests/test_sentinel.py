@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from liveblog.cli import _redacted
 from liveblog.config import SettingError, Settings
 from liveblog.redisconn import SentinelURL, parse_sentinel_url, pool_client
-from tests.conftest import admin, cli_editor_headers, running, wait_until
+from tests.conftest import Service, admin, cli_editor_headers, running, wait_until
 from tests.sentinels import SentinelSetup
 from tests.sse_client import Event, SSEClient
 from tests.support import write_through
@@ -83,9 +83,18 @@ def sentinel_editor(sentinels: SentinelSetup) -> dict[str, str]:
     return cli_editor_headers(sentinels.url, "Sentinel")
 
 
-@pytest.fixture(scope="module")
-def sentinel_server(service_factory, sentinels: SentinelSetup):  # type: ignore[no-untyped-def]
-    return service_factory("serve", env={"LIVEBLOG_REDIS_URL": sentinels.url})
+@pytest.fixture
+def failing_over(service_factory, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no-untyped-def]
+                 ) -> Iterator[tuple[SentinelSetup, Service, dict[str, str]]]:
+    """A fresh primary, replica and Sentinels per failover case, with a `liveblog serve` and an editor
+    token: after a case, its old primary is demoted and resynced by the Sentinels seconds later, and a
+    next case that killed the primary meanwhile would promote a replica that lacks its writes."""
+    with running(SentinelSetup(tmp_path_factory.mktemp("sentinel-failover"))) as setup:
+        server = service_factory("serve", env={"LIVEBLOG_REDIS_URL": setup.url})
+        try:
+            yield setup, server, cli_editor_headers(setup.url, "Sentinel failover")
+        finally:
+            server.stop()
 
 
 async def test_min_replicas_acknowledges_a_write_once_a_replica_has_it(
@@ -121,7 +130,8 @@ async def test_min_replicas_unmet_answers_503_and_a_retry_does_not_write_twice(
 
 @pytest.mark.parametrize("how", ["sentinel-failover", "primary-killed"])
 async def test_sentinel_failover_readers_get_every_acknowledged_entry_once(
-        how: str, sentinels: SentinelSetup, sentinel_server, sentinel_editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+        how: str, failing_over: tuple[SentinelSetup, Service, dict[str, str]]) -> None:
+    sentinels, sentinel_server, sentinel_editor = failing_over
     slug = f"sentinel-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=sentinel_server.url, timeout=10) as http:
         created = await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "Sentinel"})
@@ -173,9 +183,9 @@ async def test_sentinel_client_refuses_a_connection_to_a_node_that_is_not_the_pr
 
 async def test_sentinel_reads_right_after_a_failover_never_come_from_the_old_primary(
         client_sentinels: SentinelSetup) -> None:
-    sentinels = client_sentinels
     """After ``SENTINEL FAILOVER`` the old primary still says "master" for seconds: a pooled
     connection left open to it read stale data (and wrote where the demotion then dropped it)."""
+    sentinels = client_sentinels
     old = sentinels.primary_port()
     wait_until(lambda: sentinels.replica_synced(_other_data_port(sentinels, old)), timeout=60,
                what="the replica to sync")
