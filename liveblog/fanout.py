@@ -285,8 +285,8 @@ class Hub:
                  publishing: Callable[[], None] | None = None) -> None:
         self.changes = changes  # its blocking read is this hub's alone
         self.released = released  # called with a subscriber's ``client`` once, when it leaves
-        # Called once before each batch of changes that has local readers is written to them (the
-        # photo decoders step aside, ``liveblog.pausing``).
+        # Called before and after each batch of changes that has local readers is written to them (the
+        # photo decoders step aside from the first write until a while after the last, ``liveblog.pausing``).
         self.publishing = publishing
         self.presenter = presenter
         self.buffer = buffer
@@ -498,10 +498,13 @@ class Hub:
                 continue
             self.connected.set()
             backoff = 0.1
-            if self.publishing is not None and any(slug in self.channels for slug in found):
-                self.publishing()
+            publishing = self.publishing if any(slug in self.channels for slug in found) else None
+            if publishing is not None:
+                publishing()
             for slug, changes in found.items():
                 self._dispatch(slug, changes)
+            if publishing is not None:
+                publishing()  # again: the pause lasts its ``seconds`` past the batch's last write
 
     def close_all(self, reason: str) -> None:
         """End every local stream (their responses finish cleanly) and refuse new ones."""

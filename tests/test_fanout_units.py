@@ -219,3 +219,22 @@ async def test_a_live_reader_whose_catch_up_went_past_the_hub_gets_each_change_o
     finally:
         server.close()
         await hub.stop()
+
+
+async def test_the_publishing_hook_runs_before_the_first_and_after_the_last_write_of_a_batch() -> None:
+    """The photo decoders' pause (``liveblog.pausing``) is counted from the hook's last call: it must
+    come after the batch's frames are written, not only before (the write itself takes a while)."""
+    log = MemoryChangeLog()
+    calls: list[int] = []
+    hub = Hub(log, Presenter("https://x.example"), heartbeat=3600, send_timeout=3600,
+              publishing=lambda: calls.append(channel.end))
+    await hub.start()
+    try:
+        sub = await hub.subscribe("b", "UTC")
+        channel = sub.channel
+        for i in range(3):  # appended with no await between: the hub reads them as one batch
+            log.append("b", "note", f'"n{i}"')
+        await published(channel, 3)
+        assert calls == [0, 3]
+    finally:
+        await hub.stop()
