@@ -24,7 +24,7 @@ from liveblog.redisconn import pool_client
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue, Job
 from liveblog.webhooks.ssrf import AddressPolicy
-from liveblog.webhooks.subscriptions import Subscriptions
+from liveblog.webhooks.subscriptions import Snapshot, Subscriptions
 from tests.clusters import ClusterSetup
 from tests.conftest import RedisServer, running
 
@@ -175,16 +175,29 @@ async def test_a_claim_never_takes_more_than_its_room_nor_the_per_subscription_l
     assert sorted(c.job.sub_id for c in await claim_all(other_worker, per_subscription=3)) == sorted(subs)
 
 
-async def test_a_disabling_attempt_bumps_the_version_once(store: aioredis.Redis) -> None:
+async def test_a_disabling_attempt_changes_the_version_once(store: aioredis.Redis) -> None:
     queue = DeliveryQueue(store)
     sub_id = await subscribe(store)
     await queue.enqueue([change(sub_id, 1), change(sub_id, 2)])
-    version = int(await store.get(whkeys.VERSION))
+    version = await store.get(whkeys.VERSION)
     first, second = await claim_all(queue)
     assert await finish(queue, first, "gone") == ["disabled"]
-    assert int(await store.get(whkeys.VERSION)) == version + 1
+    disabled = await store.get(whkeys.VERSION)
+    assert disabled not in (None, version)
     assert await finish(queue, second, "gone") == ["disabled"]  # already disabled: no reload needed
-    assert int(await store.get(whkeys.VERSION)) == version + 1
+    assert await store.get(whkeys.VERSION) == disabled
+
+
+async def test_the_workers_snapshot_sees_subscriptions_created_after_the_store_was_emptied(
+        store: aioredis.Redis) -> None:
+    """After FLUSHALL a version counter would start again at the value a worker still held (one
+    subscription before, one after: 1 both times), and the worker would keep the wiped subscription."""
+    snapshot = Snapshot(Subscriptions(store, AddressPolicy(["127.0.0.0/8"])))
+    before = await subscribe(store)
+    assert [sub.id for sub in await snapshot.current()] == [before]
+    await store.flushdb()
+    after = await subscribe(store)  # (no worker looked in between)
+    assert [sub.id for sub in await snapshot.current()] == [after]
 
 
 async def test_scripts_are_loaded_again_when_redis_forgot_them(store: aioredis.Redis) -> None:
@@ -221,18 +234,21 @@ async def finish_all(queue: DeliveryQueue, claims: list[Claim]) -> list[Any]:
     return await queue.finish([Attempted(c, "delivered", log_entry={}) for c in claims])
 
 
-async def test_subscription_changes_bump_the_version_once_each_without_a_transaction(
+async def test_subscription_changes_change_the_version_each_without_a_transaction(
         store: aioredis.Redis) -> None:
-    """Admin changes touch the subscription's hash, the index and the counter, which live in
-    different slots of a cluster: no MULTI across them, the counter bumped once per change, a
+    """Admin changes touch the subscription's hash, the index and the version, which live in
+    different slots of a cluster: no MULTI across them, a new version for every change, a
     deleted subscription's keys and active-set entry gone."""
     subs, queue = Subscriptions(store, AddressPolicy(["127.0.0.0/8"])), DeliveryQueue(store)
     sub_id = await subscribe(store)
-    version = int(await store.get(whkeys.VERSION))
+    versions = [await store.get(whkeys.VERSION)]
     assert (await subs.update(sub_id, {"state": "disabled"}))["state"] == "disabled"
+    versions.append(await store.get(whkeys.VERSION))
     assert (await subs.update(sub_id, {"state": "active", "description": "partner"}))["state"] == "active"
+    versions.append(await store.get(whkeys.VERSION))
     await queue.enqueue([change(sub_id)])
     await subs.delete(sub_id)
-    assert int(await store.get(whkeys.VERSION)) == version + 3
+    versions.append(await store.get(whkeys.VERSION))
+    assert None not in versions and len(set(versions)) == 4
     assert await store.smembers(whkeys.ACTIVE) == set() and await store.zrange(whkeys.SUBS, 0, -1) == []
     assert [await store.exists(key) for key in whkeys.all_of(sub_id)] == [0] * 6

@@ -9,7 +9,7 @@ read and written with single-key commands only.
 from __future__ import annotations
 
 SUBS = "lb:wh:subs"  # zset: subscription id -> creation time (ms, Redis clock)
-VERSION = "lb:wh:version"  # counter: bumped on every subscription change (workers reload on change)
+VERSION = "lb:wh:version"  # random token, new on every subscription change (workers reload on change)
 ACTIVE = "lb:wh:active"  # set: ids of subscriptions with queued or leased deliveries
 GROUP = "webhooks"  # consumer group on every blog stream (``lb:{slug}:stream``)
 

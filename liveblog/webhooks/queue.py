@@ -21,8 +21,8 @@ that loses nothing:
   deliveries are queued, and loses it only when a claim found its queue and leases empty; the
   claimer then looks again and adds it back if work arrived meanwhile. Whatever the interleaving,
   a subscription with work is in the set afterwards.
-- ``lb:wh:version`` (workers reload their subscriptions when it moves) is bumped by its own
-  ``INCR`` after an attempt disabled a subscription.
+- ``lb:wh:version`` (workers reload their subscriptions when it changes) gets a new value by its own
+  ``SET`` after an attempt disabled a subscription.
 - Claiming moves a due delivery into ``lease`` with an expiry longer than one attempt can take.
   A worker that dies holding leases loses nothing: the next claim by anyone puts expired leases back.
 - The per-subscription limit is counted on the shared ``lease`` zset inside the claim script, so it
@@ -47,6 +47,7 @@ from liveblog import streamids, timefmt
 from liveblog.redisconn import execute
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.signing import message_id
+from liveblog.webhooks.subscriptions import announce_change
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ class DeliveryQueue:
         results = await self._call(calls)
         if any(not isinstance(result, Exception) and int(result[1]) for result in results):
             try:  # workers reload their subscriptions and queue nothing more for the disabled one
-                await self.redis.incr(whkeys.VERSION)
+                await announce_change(self.redis)
             except Exception as exc:  # the next change of any subscription makes them reload
                 log.warning("webhook queue: a subscription was disabled but workers could not be told (%s)", exc)
         return [result if isinstance(result, Exception) else (None if result[0] == "deleted" else result[0])

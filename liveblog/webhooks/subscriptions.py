@@ -3,8 +3,8 @@ of subscriptions the dispatcher matches changes against.
 
 A subscription is one hash (``lb:wh:{id}:sub``): ``doc`` is its configuration as JSON (secret
 included; it is never shown again after creation), the other fields are its state and health,
-updated by the workers' delivery script. Every change to configuration or state bumps
-``lb:wh:version`` so workers reload their snapshot.
+updated by the workers' delivery script. Every change to configuration or state gives
+``lb:wh:version`` a new value so workers reload their snapshot.
 
 The subscription's keys, the index ``lb:wh:subs`` and the counter live in different slots of a Redis
 Cluster, so they are not changed in one transaction but in an order that is safe at every step:
@@ -160,7 +160,7 @@ class Subscriptions:
             pipe.hset(whkeys.sub(sub.id), mapping={"doc": sub.to_doc(), "state": "active", "failures": 0})
             pipe.zadd(whkeys.SUBS, {sub.id: sub.created_ms})
             await execute(self.redis, pipe)
-        await self.redis.incr(whkeys.VERSION)
+        await announce_change(self.redis)
         return {**present(sub, {"state": "active"}, 0), "secret": sub.secret}
 
     async def load(self, sub_id: str) -> tuple[Subscription, dict[str, str]]:
@@ -224,7 +224,7 @@ class Subscriptions:
                     pipe.hset(whkeys.sub(sub_id), mapping={"disabled_at": await self._now_ms(),
                                                            "disabled_reason": "disabled by an admin"})
             await execute(self.redis, pipe)
-        await self.redis.incr(whkeys.VERSION)
+        await announce_change(self.redis)
         return await self.get(sub_id)
 
     async def delete(self, sub_id: str) -> None:
@@ -234,15 +234,24 @@ class Subscriptions:
             pipe.zrem(whkeys.SUBS, sub_id)
             pipe.srem(whkeys.ACTIVE, sub_id)
             await execute(self.redis, pipe)
-        await self.redis.incr(whkeys.VERSION)
+        await announce_change(self.redis)
 
     async def deliveries(self, sub_id: str, limit: int) -> builtins.list[dict[str, Any]]:
         await self.load(sub_id)
         return [orjson.loads(raw) for raw in await self.redis.lrange(whkeys.log(sub_id), 0, limit - 1)]
 
 
+async def announce_change(redis: aioredis.Redis) -> None:
+    """Tell the workers that the subscriptions changed: ``lb:wh:version`` gets a new random value.
+
+    Random, not a counter: an emptied store (FLUSHALL) would start a counter again at 1, the very
+    value a worker may hold from before, and that worker would go on matching changes against the
+    subscriptions that were wiped (and never see the ones created after)."""
+    await redis.set(whkeys.VERSION, secrets.token_hex(8))
+
+
 class Snapshot:
-    """The dispatcher's view of the active subscriptions, reloaded when ``lb:wh:version`` moves.
+    """The dispatcher's view of the active subscriptions, reloaded when ``lb:wh:version`` changes.
 
     Read after the changes it is matched against, so a subscription created before a change was
     written is always in it.
