@@ -238,3 +238,25 @@ async def test_the_publishing_hook_runs_before_the_first_and_after_the_last_writ
         assert calls == [0, 3]
     finally:
         await hub.stop()
+
+
+async def test_heartbeats_go_only_to_channels_that_published_nothing_for_the_interval() -> None:
+    """A busy blog's readers get no heartbeat (each change is a sign of life, and a heartbeat pass over
+    every reader would delay the change arriving meanwhile); a quiet blog's get one per interval."""
+    log = MemoryChangeLog()
+    hub = Hub(log, Presenter("https://x.example"), heartbeat=0.3, send_timeout=3600)
+    await hub.start()
+    try:
+        busy, quiet = await hub.subscribe("busy", "UTC"), await hub.subscribe("quiet", "UTC")
+        for i in range(12):  # a change every 0.1 s for 1.2 s: four heartbeat intervals
+            log.append("busy", "note", f'"n{i}"')
+            await asyncio.sleep(0.1)
+        await published(busy.channel, 12)
+        busy_frames, _ = busy.take(None) or (b"", None)
+        quiet_frames, _ = quiet.take(None) or (b"", None)
+        assert busy_frames.count(b"id: ") == 12 and fanout.HEARTBEAT not in busy_frames
+        assert quiet_frames.count(fanout.HEARTBEAT) >= 2
+        await published(busy.channel, 13)  # and once the busy one falls quiet, it gets one too
+        assert busy.take(None) == (fanout.HEARTBEAT, None)
+    finally:
+        await hub.stop()
