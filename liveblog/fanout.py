@@ -26,7 +26,6 @@ import asyncio
 import gc
 import itertools
 import logging
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from sse_starlette import ServerSentEvent
 
 from liveblog import metrics, streamids
 from liveblog.changelog import Change, ChangeLog
+from liveblog.httpserver import server_exiting
 from liveblog.present import Presenter
 
 log = logging.getLogger(__name__)
@@ -548,7 +548,7 @@ class Hub:
         tick = min(TICK, self.heartbeat, self.send_timeout)
         while True:
             await asyncio.sleep(tick)
-            if not self.closing and _server_exiting():
+            if not self.closing and server_exiting():
                 self.close_all("shutdown")
             late = loop.time() - self.send_timeout
             quiet = time.monotonic() - self.heartbeat  # (the channels' clock)
@@ -571,9 +571,3 @@ def _tune_gc() -> None:
     """
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, max(middle, 20), oldest)
-
-
-def _server_exiting() -> bool:
-    """True once uvicorn has been asked to exit (its SIGTERM handler is a method of its Server)."""
-    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    return bool(getattr(server, "should_exit", False))

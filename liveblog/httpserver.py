@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 from asyncio import TimerHandle
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -79,6 +80,16 @@ async def over_capacity(_scope: Any, _receive: Any, send: Any) -> None:
         (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(RETRY_AFTER_SECONDS).encode()), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def server_exiting() -> bool:
+    """True once uvicorn has been asked to exit (its SIGTERM handler is a method of its Server).
+
+    uvicorn notices the request only between its own steps: code that waits for long inside the
+    application (the hub's streams, which never end by themselves; the start-up's wait for Redis)
+    must look for itself."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
 
 
 def stream_connection(scope: Any) -> LimitedHttpToolsProtocol:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+from pathlib import Path
 
 import httpx
 
-from tests.conftest import RedisServer, Service
+from tests.conftest import ADMIN_TOKEN, RedisServer, Service, free_port, wait_until
 from tests.sse_client import SSEClient
 from tests.support import post
 
@@ -62,3 +65,23 @@ async def test_sigterm_ends_streams_promptly(service_factory, blog: str) -> None
     assert "Application shutdown complete" in log
     # Had the stream not ended by itself, uvicorn would have had to cancel it at its graceful timeout.
     assert "timeout graceful shutdown exceeded" not in log
+
+
+def test_sigterm_stops_a_server_still_waiting_for_redis_at_start_up(tmp_path: Path) -> None:
+    """Redis never answers: the start-up keeps asking (logging each try), and a SIGTERM meanwhile ends
+    the process within seconds (uvicorn does not look for it while the application is starting)."""
+    port, nobody = free_port(), free_port()
+    own = Service(["serve", "--no-dispatcher", "--port", str(port)],
+                  {**os.environ, "LIVEBLOG_REDIS_URL": f"redis://127.0.0.1:{nobody}/0",
+                   "LIVEBLOG_ADMIN_TOKEN": ADMIN_TOKEN}, tmp_path / "serve.log", port).start(wait=False)
+    try:
+        wait_until(lambda: own.log().count("Redis does not answer") >= 4, timeout=30,
+                   what="the start-up to be waiting for Redis")
+        own.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        try:
+            code = own.process.wait(timeout=5)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 5 s after SIGTERM:\n{own.log()}") from None
+    finally:
+        own.stop(signal.SIGKILL)
+    assert code in (0, -signal.SIGTERM)

@@ -25,6 +25,7 @@ from liveblog.clusterlog import ClusterChangeLog
 from liveblog.config import Settings
 from liveblog.drafts import Drafts
 from liveblog.fanout import BLOCK_MS, Hub
+from liveblog.httpserver import server_exiting
 from liveblog.media import MediaLibrary
 from liveblog.presence import Presence
 from liveblog.present import Presenter
@@ -59,6 +60,8 @@ from liveblog.webapp.problems import (
 
 log = logging.getLogger(__name__)
 
+EXIT_CHECK = 0.2  # seconds: how soon a start-up waiting for Redis notices it was asked to exit
+
 
 async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
@@ -76,16 +79,23 @@ async def metrics_endpoint(_request: Request) -> Response:
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _detect_cluster(url: str, timeout: float) -> bool:
+async def _detect_cluster(url: str, timeout: float) -> bool | None:
     """Whether ``url`` names a Redis Cluster node, asked until Redis answers: which client to build
-    depends on it, so the process does not start serving before it knows."""
+    depends on it, so the process does not start serving before it knows. Asked to exit meanwhile
+    (SIGTERM, Ctrl-C), it gives up within ``EXIT_CHECK`` seconds (uvicorn does not look while the
+    application is starting) and returns None."""
     delay = 0.2
     while True:
         try:
             return await is_cluster(url, timeout=timeout)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("Redis does not answer (%s); asking again in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
+            waited = 0.0
+            while waited < delay:
+                if server_exiting():
+                    return None
+                await asyncio.sleep(EXIT_CHECK)
+                waited += EXIT_CHECK
             delay = min(delay * 2, 5.0)
 
 
@@ -104,6 +114,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: bool | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         timeout = settings.redis_timeout_seconds
         cluster = await _detect_cluster(redis_url, timeout)
+        if cluster is None:  # nothing was started, so there is nothing to stop: uvicorn exits at once
+            log.warning("asked to exit before Redis answered: stopping")
+            yield
+            return
         redis = connect(redis_url, cluster, timeout=timeout)
         app.state.settings = settings
         app.state.redis = redis
