@@ -7,6 +7,14 @@ back until the next one, so a CRLF split across two reads is not taken for a bla
 event's ``id:`` is stored with the wall-clock time (``time.time()``) of the read that completed it;
 the orchestrator compares that with the time its poster recorded just before the POST.
 
+The parser's CPU is part of what a fan-out run measures (the load generator shares the cores with
+the server), so the common case has a fast path: a read that starts at a chunk boundary and holds
+whole chunks of LF-only text (what the server writes: each frame chunk-framed once) is parsed in
+place, with no copy of the chunks' data and no split into lines. Anything else (a chunk cut by a
+read, CR line ends, an event cut by a chunk, a chunk extension) goes through the general path,
+which decodes the chunked body and normalises the line ends first; both record events with the same
+method (``tests/test_bench_loadgen.py`` holds them to the same answers, split at every byte).
+
 Run as ``python -m bench.loadgen``; it answers one JSON line per command (see :func:`serve`).
 """
 
@@ -62,8 +70,8 @@ class Reader:
 class SSEProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection carrying one event stream."""
 
-    __slots__ = ("_body", "_chunk_left", "_chunked", "_closing", "_head", "_skip", "_sse", "connected", "done",
-                 "on_end", "reader", "request", "slow", "transport")
+    __slots__ = ("_body", "_chunk_left", "_chunked", "_closing", "_ended", "_head", "_skip", "_sse", "connected",
+                 "done", "on_end", "reader", "request", "slow", "transport")
 
     def __init__(self, reader: Reader, request: bytes, slow: bool, done: asyncio.Future[bool],
                  on_end: Callable[[Reader], None] | None = None) -> None:
@@ -79,6 +87,7 @@ class SSEProtocol(asyncio.Protocol):
         self._skip = 0  # bytes of chunk framing (CRLF after data) still to skip
         self._body = b""  # undecoded chunked framing carried over between reads
         self._sse = b""  # decoded SSE text not yet ending in a blank line
+        self._ended = False  # the last chunk came: what follows it (the CRLF after "0") is not a chunk
         self._closing = False
         self.connected = False
 
@@ -112,11 +121,45 @@ class SSEProtocol(asyncio.Protocol):
                 self.transport.close()  # type: ignore[union-attr]
                 return
         if self._chunked:
+            if not (self._chunk_left or self._skip or self._body or self._sse or self._ended):
+                taken = self._whole_chunks(data, now)
+                if taken == len(data):
+                    return
+                if taken:
+                    data = data[taken:]
             data = self._dechunk(data)
         if data:
             self._feed(data, now)
 
+    def _whole_chunks(self, data: bytes, now: float) -> int:
+        """The fast path, for a read that begins at a chunk boundary with nothing carried over: what
+        the server writes (each frame chunk-framed once, LF line ends, whole events per chunk) is
+        parsed where it lies, with no copy of a chunk's data. Takes chunks while each is whole in
+        ``data`` and free of CR; returns where it stopped, for :meth:`_dechunk` and :meth:`_feed`
+        to go on from (a chunk that ends inside an event leaves that event's start in ``_sse``)."""
+        pos, size = 0, len(data)
+        while pos < size:
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                break
+            try:
+                length = int(data[pos:line_end], 16)
+            except ValueError:  # a chunk extension (or garbage): the general path's business
+                break
+            start = line_end + 2
+            end = start + length
+            if length <= 0 or end + 2 > size or data.find(b"\r", start, end) >= 0:
+                break
+            done = self._events(data, start, end, now)
+            pos = end + 2
+            if done < end:
+                self._sse = data[done:end]
+                break
+        return pos
+
     def _dechunk(self, data: bytes) -> bytes:
+        if self._ended:
+            return b""
         if self._body:
             data, self._body = self._body + data, b""
         out: list[bytes] = []
@@ -142,11 +185,13 @@ class SSEProtocol(asyncio.Protocol):
             length = int(data[pos:line_end].split(b";", 1)[0], 16)
             pos = line_end + 2
             if length == 0:  # last chunk: the server ended the stream
+                self._ended = True
                 break
             self._chunk_left = length
         return b"".join(out)
 
     def _feed(self, data: bytes, now: float) -> None:
+        """The general path: decoded SSE text, any line ends, events split anywhere across reads."""
         if b"\r" in data or self._sse.endswith(b"\r"):
             data = self._sse + data
             held = b""
@@ -156,34 +201,58 @@ class SSEProtocol(asyncio.Protocol):
             self._sse = b""
         else:
             buffer, held = self._sse + data, b""
-        reader = self.reader
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event_id = None
-            has_data = False
-            for line in buffer[start:end].split(b"\n"):
-                if line.startswith(b"id:"):
-                    event_id = line[3:].strip().decode()
-                elif line.startswith(b"data:"):
-                    has_data = True
-                elif line.startswith(b"retry:"):
-                    reader.retry_seen = True
-                    with contextlib.suppress(ValueError):
-                        reader.retry_ms = int(line[6:].strip())
-                    if reader.reopen_at is not None and reader.back_at is None:
-                        reader.back_at = now
-                    if reader.dropped_at is not None:
-                        reader.reconnect_ms.append((now - reader.dropped_at) * 1000)
-                        reader.dropped_at = None
-            if has_data and event_id is not None:
-                reader.ids.append(event_id)
-                reader.times.append(now)
-                reader.last_id = event_id
-            start = end + 2
+        start = self._events(buffer, 0, len(buffer), now) if b"\n\n" in buffer else 0
         self._sse = buffer[start:] + held
+
+    def _events(self, buffer: bytes, start: int, end: int, now: float) -> int:
+        """Record the whole events in ``buffer[start:end]`` (LF line ends only); returns where the
+        first incomplete one begins. Line by line, in place: the lines are found with a one-byte
+        search (a search for the blank line's two bytes costs as much again, over the whole event)
+        and none is copied but an ``id:``'s or a ``retry:``'s value."""
+        reader = self.reader
+        find, startswith = buffer.find, buffer.startswith
+        event_id = None
+        has_data = retried = False
+        retry_ms: int | None = None
+        line = start
+        while (line_end := find(b"\n", line, end)) >= 0:
+            if line_end == line:  # a blank line ends the event
+                if has_data and event_id is not None:
+                    reader.ids.append(event_id)
+                    reader.times.append(now)
+                    reader.last_id = event_id
+                if retried:
+                    self._retry(retry_ms, now)
+                event_id = retry_ms = None
+                has_data = retried = False
+                start = line_end + 1
+                if start == end:  # saves a search (as costly as a line) after the last event
+                    break
+            else:
+                first = buffer[line]
+                if first == 105 and startswith(b"id:", line, line_end):  # "i"
+                    event_id = buffer[line + 3 : line_end].strip().decode()
+                elif first == 100 and startswith(b"data:", line, line_end):  # "d"
+                    has_data = True
+                elif first == 114 and startswith(b"retry:", line, line_end):  # "r"
+                    retried = True
+                    with contextlib.suppress(ValueError):
+                        retry_ms = int(buffer[line + 6 : line_end])
+            line = line_end + 1
+        return start
+
+    def _retry(self, retry_ms: int | None, now: float) -> None:
+        """An event with a ``retry:`` line (``retry_ms``: its value, if a number): the reconnect delay
+        to use, and (herd, storm) the sign that a new stream answered."""
+        reader = self.reader
+        reader.retry_seen = True
+        if retry_ms is not None:
+            reader.retry_ms = retry_ms
+        if reader.reopen_at is not None and reader.back_at is None:
+            reader.back_at = now
+        if reader.dropped_at is not None:
+            reader.reconnect_ms.append((now - reader.dropped_at) * 1000)
+            reader.dropped_at = None
 
     def eof_received(self) -> bool | None:
         return None

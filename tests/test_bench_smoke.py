@@ -3,11 +3,9 @@ real `liveblog serve` processes, private redis-servers and load generator proces
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
-from bench.loadgen import Reader, SSEProtocol
 from bench.run import Config, big_photo, herd, one_blog, parse, scale_out, storm, uploader
 
 
@@ -76,24 +74,3 @@ async def test_deploy_herd_readers_follow_to_the_second_process_exactly_once(tmp
     assert "150/150 caught up" in row.note
     assert "never back" not in row.note
 
-
-class _Transport:
-    def write(self, data: bytes) -> None:
-        pass
-
-
-async def test_load_generator_parses_lf_crlf_and_chunks_split_anywhere() -> None:
-    """The load generator's own parser: LF and CRLF framing, chunked encoding, any read boundary."""
-    body = (b"retry: 2000\r\n\r\n: comment\r\n\r\nid: 1-0\r\nevent: entry.created\r\ndata: {\"a\":1}\r\n\r\n"
-            b"id: 2-0\ndata: x\n\n: keep-alive\n\nid: 3-0\rdata: y\r\r: end\n\n")
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:30], body[30:77], body[77:]))
-    wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
-    for step in (1, 2, 3, 7, 64, len(wire)):
-        reader = Reader("/events")
-        protocol = SSEProtocol(reader, b"", False, asyncio.get_running_loop().create_future())
-        protocol.connection_made(_Transport())  # type: ignore[arg-type]
-        for at in range(0, len(wire), step):
-            protocol.data_received(wire[at : at + step])
-        assert reader.status == 200
-        assert reader.ids == ["1-0", "2-0", "3-0"], step
-        assert reader.retry_seen
