@@ -59,11 +59,13 @@ PAYLOADS = [
     b"id: 99-0\n\n: a comment\n\n",
     b"id: 96-0\rdata: a CR ends a line in any variant\n\n",
     b"id: 97-0\nid: 98-0\ndata: the last id counts\n\n",
+    # A CR held back after a whole event, then a chunk that ends inside one: the CR goes first.
+    b"id: 95-0\rdata: CR\r\r\r", b"id: 94-0\ndata: x\n\nid: 93-0\nda", b"ta: y\n\n",
     b"id: 8-0\ndata: line one\ndata: line two\n\nretry: 1500\n\n",
     frame(9)[:-1], b"\n" + frame(10),  # an event's end and the next one's start in one chunk
     b": end\n\n",  # the text's last CR is held back (it may begin a CRLF): with CR line ends, this one's
 ]
-IDS = [sid(n) for n in range(1, 8)] + ["96-0", "98-0", "8-0", sid(9), sid(10)]
+IDS = [sid(n) for n in range(1, 8)] + ["96-0", "98-0", "95-0", "94-0", "93-0", "8-0", sid(9), sid(10)]
 
 
 def wire(line_end: bytes, extension: bool = False) -> bytes:
@@ -120,23 +122,29 @@ def splits(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
     yield -1, [data[i : i + 1] for i in range(len(data))]
 
 
-def completions(data: bytes, line_end: bytes) -> tuple[list[int], int]:
+def completions(data: bytes) -> tuple[list[int], int]:
     """Where in ``data`` each of :data:`IDS`'s events, and the first ``retry:``'s, becomes complete:
-    at the last byte of its blank line, or with CR line ends at the next byte of text (a CR at the
-    end of what came so far may be the first half of a CRLF). By a plain decoding of the whole body."""
+    at the LF that ends its blank line, or for a blank line ended by a lone CR at the next byte of
+    text (a CR at the end of what came so far may be the first half of a CRLF). By a plain decoding
+    of the whole body, then of its line ends, keeping where each byte came from."""
     text, at = b"", []
     pos = data.index(b"\r\n\r\n") + 4
     while size := int(data[pos : (pos := data.index(b"\r\n", pos))].split(b";")[0], 16):
         text += data[pos + 2 : pos + 2 + size]
         at.extend(range(pos + 2, pos + 2 + size))
         pos += 2 + size + 2
-    blank = line_end * 2
+    at.append(len(data))  # a CR that ends the text is never known to be a line end by itself
+    lines, known = bytearray(), []  # the text with LF line ends; where each of its bytes is known
+    for i, byte in enumerate(text):
+        if byte == 13 and text[i + 1 : i + 2] == b"\n":
+            continue  # the LF that follows stands for both
+        lines.append(10 if byte == 13 else byte)
+        known.append(at[i + 1] if byte == 13 else at[i])
 
     def complete(start: int) -> int:
-        end = text.index(blank, start) + len(blank) - 1
-        return at[end + 1] if line_end == b"\r" else at[end]
+        return known[lines.index(b"\n\n", start) + 1]
 
-    return [complete(text.index(b"id: " + event_id.encode())) for event_id in IDS], complete(text.index(b"retry:"))
+    return [complete(lines.index(b"id: " + event_id.encode())) for event_id in IDS], complete(lines.index(b"retry:"))
 
 
 @pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
@@ -144,7 +152,7 @@ async def test_every_split_of_the_stream_gives_the_same_ids_times_and_retry(cloc
     """Each event is stamped with the time of the read that completed it; the herd's and the storm's
     bookkeeping happens once, with the time of the read that completed the first ``retry:``."""
     data = wire(line_end)
-    ends, retry_end = completions(data, line_end)
+    ends, retry_end = completions(data)
     for at, reads in splits(data):
         reader = Reader("/events")
         reader.dropped_at = reader.reopen_at = -1.0
