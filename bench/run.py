@@ -138,7 +138,7 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
             # The load generators share the cores with the server: what counts for the latencies is
             # their CPU while the updates went out, not their total (which includes every connect).
             note = (f"load generator CPU {gens_cpu:.1f} s, {gens_cpu - gens_cpu0:.1f} s of it from the first update "
-                    f"to the last delivery (the server's: {server_cpu - server_cpu0:.1f} s)"
+                    f"on, its report included (the server's: {server_cpu - server_cpu0:.1f} s)"
                     + (f"; {side_note}" if side_note else ""))
             if slow:
                 peak = target.proc.rss()
