@@ -70,9 +70,18 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
+
+# What a Redis that is down, restarting, failing over or resharding raises. A cluster client's
+# RedisClusterException (its slot map cannot be loaded or does not cover a slot, no node answers) is
+# no RedisError: a loop that catches only RedisError dies on it, silently.
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+# A command that met one of these may have lost its node (a primary died): a cluster reloads its slot
+# map. Not MaxConnectionsError (a ConnectionError too): that is this client's own limit.
+_LOST: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError,
+                                      RedisClusterException)
 
 POOL_SIZE = 50
 DEFAULT_TIMEOUT = 5.0
@@ -336,11 +345,36 @@ async def execute(client: aioredis.Redis, pipe: Any, *, raise_on_error: bool = T
     """``pipe.execute()`` for a pipeline of ``client``. On a cluster, a lost connection or a timeout
     (a primary died) also reloads the slot map: redis-py's cluster pipeline does not, unlike its single
     commands, so pipelines to a primary that failed over kept going to the dead node until some single
-    command happened to fail on it too. Nothing is sent again here."""
+    command happened to fail on it too. That holds whether the pipeline raised the error or, with
+    ``raise_on_error=False``, returned it as some commands' results (a connection that the dead node
+    closed fails only when its answers are read, and the pipeline then returns those failures).
+    Nothing is sent again here."""
     try:
-        return list(await pipe.execute(raise_on_error=raise_on_error))
-    except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
-        if isinstance(client, RedisCluster):
-            with contextlib.suppress(Exception):  # the next pipeline fails the same way and tries again
-                await client.nodes_manager.initialize()
+        results = list(await pipe.execute(raise_on_error=raise_on_error))
+    except Exception as exc:
+        if _lost(exc):
+            await _reload_slot_map(client)
         raise
+    if any(_lost(result) for result in results):
+        await _reload_slot_map(client)
+    return results
+
+
+def _lost(error: object) -> bool:
+    return isinstance(error, _LOST) and not isinstance(error, MaxConnectionsError)
+
+
+async def _reload_slot_map(client: aioredis.Redis) -> None:
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(Exception):  # the next pipeline fails the same way and tries again
+            await client.nodes_manager.initialize()
+
+
+def log_failed_round(logger: logging.Logger, what: str, exc: Exception, retry_in: float) -> None:
+    """Log a failed round of a background loop that then carries on after ``retry_in`` seconds: a
+    warning when Redis was unavailable (:data:`UNAVAILABLE`), an error with the traceback for anything
+    else (a bug: the loop must not die of it, and must not hide it)."""
+    if isinstance(exc, UNAVAILABLE):
+        logger.warning("%s: Redis unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, retry_in)
+    else:
+        logger.error("%s: unexpected error; retrying in %.1fs", what, retry_in, exc_info=exc)

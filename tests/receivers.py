@@ -206,7 +206,9 @@ StartWorker = Callable[..., Service]  # (**env) -> a started `liveblog worker`
 @contextlib.contextmanager
 def worker_pool(service_factory: Callable[..., Service], redis_url: str, **defaults: str) -> Iterator[StartWorker]:
     """Start `liveblog worker` processes on ``redis_url`` (environment: ``defaults``, then what the
-    call gives); every one of them is stopped at the end."""
+    call gives); every one of them is stopped at the end. When the block fails, the end of each
+    worker's log (a file under the session's temporary directory) is printed, so the failure report
+    shows what the workers were doing."""
     started: list[Service] = []
 
     def start(**env: str) -> Service:
@@ -216,6 +218,10 @@ def worker_pool(service_factory: Callable[..., Service], redis_url: str, **defau
 
     try:
         yield start
+    except BaseException:
+        for service in started:
+            print(f"---- end of {service.log_path} ----\n{service.log()}")
+        raise
     finally:
         for service in started:
             service.stop()

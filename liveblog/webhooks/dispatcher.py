@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from liveblog import metrics, timefmt
 from liveblog.config import Settings
 from liveblog.present import Presenter
-from liveblog.redisconn import blocking_client, connect
+from liveblog.redisconn import blocking_client, connect, log_failed_round
 from liveblog.webhooks.clients import Clients
 from liveblog.webhooks.intake import BLOCK_MS, Intake
 from liveblog.webhooks.queue import Attempted, Claim, DeliveryQueue
@@ -130,8 +128,8 @@ class Dispatcher:
                         lease_ms=self.lease_ms)
                     backoff = 0.1
                     self.last_progress = time.monotonic()
-                except (RedisError, OSError) as exc:
-                    log.warning("webhook sender: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                except Exception as exc:  # whatever it is, the loop goes on (see log_failed_round)
+                    log_failed_round(log, "webhook sender", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue

@@ -22,12 +22,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from liveblog import keys, streamids
 from liveblog.clusterlog import ClusterNotifier
 from liveblog.present import Presenter
-from liveblog.redisconn import execute
+from liveblog.redisconn import execute, log_failed_round
 from liveblog.store import DEFAULT_TIMEZONE, NotFound, Store
 from liveblog.webhooks import keys as whkeys
 from liveblog.webhooks.queue import DeliveryQueue, Job
@@ -134,8 +134,8 @@ class Intake:
                 log.warning("webhook intake: Redis error %s; retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except (RedisError, OSError) as exc:
-                log.warning("webhook intake: Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+            except Exception as exc:  # whatever it is, the loop goes on (see log_failed_round)
+                log_failed_round(log, "webhook intake", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -236,5 +236,5 @@ class Intake:
                     swept = time.monotonic()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                log.warning("webhook intake: reclaiming failed (%s); will try again", exc)
+            except Exception as exc:  # whatever it is, the loop goes on (see log_failed_round)
+                log_failed_round(log, "webhook intake (reclaiming)", exc, interval)

@@ -32,6 +32,7 @@ that loses nothing:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import asdict, dataclass
@@ -359,11 +360,19 @@ class DeliveryQueue:
         if not emptied:
             return
         await self.redis.srem(whkeys.ACTIVE, *emptied)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sub_id in emptied:
-                pipe.zcard(whkeys.queue(sub_id))
-                pipe.zcard(whkeys.leases(sub_id))
-            counts = await execute(self.redis, pipe)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sub_id in emptied:
+                    pipe.zcard(whkeys.queue(sub_id))
+                    pipe.zcard(whkeys.leases(sub_id))
+                counts = await execute(self.redis, pipe)
+        except Exception:
+            # Whether work arrived meanwhile is unknown (a shard down): they all go back, or a
+            # delivery queued in between would wait for the next one queued for its subscription.
+            # A subscription put back for nothing costs one claim call, which removes it again.
+            with contextlib.suppress(Exception):
+                await self.redis.sadd(whkeys.ACTIVE, *emptied)
+            raise
         back = [sub_id for i, sub_id in enumerate(emptied) if counts[2 * i] or counts[2 * i + 1]]
         if back:
             await self.redis.sadd(whkeys.ACTIVE, *back)
