@@ -172,10 +172,6 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetu
         yield setup
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug: in 1 of 3 clean-clone CI runs on 2026-11-25 no delivery arrived within 60 s after the "
-    "queue's primary was killed (1 of 4 delivered); not reproduced since (candidate causes fixed); "
-    "run with --runxfail to see a failure with the worker's log"))
 def test_deliveries_resume_after_the_primary_of_a_subscriptions_queue_is_killed(
         service_factory, replicated: ClusterSetup) -> None:  # type: ignore[no-untyped-def]
     """The primary holding a subscription's queue (and none of the global keys, nor the blog) is
