@@ -142,7 +142,7 @@ async def one_blog(cfg: Config, kind: str, scenario: str = "fan-out", slow: int 
                     + (f"; {side_note}" if side_note else ""))
             if slow:
                 peak = target.proc.rss()
-                await asyncio.sleep(Settings().send_timeout_seconds + 2)
+                await asyncio.sleep(Settings.from_env().send_timeout_seconds + 2)
                 assert isinstance(target, LiveblogTarget)
                 cut = await target.metric("liveblog_sse_clients_cut_off_total")
                 note += (f"; frozen readers cut off by the server: {cut:.0f}/{slow}; RSS growth "

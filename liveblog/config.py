@@ -325,7 +325,10 @@ class Settings:
             client_buffer=_number(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256, minimum=1, used_by=WEB,
                                   doc="events queued per event-stream reader before it is cut off"),
             heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0, above=0.0, maximum=3600.0, used_by=WEB,
-                                      doc="seconds between keep-alive comments on event streams"),
+                                      doc="seconds of silence after which an event stream gets a heartbeat"),
+            send_timeout_seconds=_number(env, "LIVEBLOG_SSE_SEND_TIMEOUT", 10.0, above=0.0, maximum=3600.0,
+                                         used_by=WEB, doc="seconds an event stream's connection may stay full "
+                                         "(the reader stopped reading) before the reader is cut off"),
             max_header_bytes=_number(env, "LIVEBLOG_MAX_HEADER_BYTES", 65536, minimum=256, used_by=WEB,
                                      doc="largest request head (request line and headers); larger gets 431"),
             header_timeout_seconds=_number(env, "LIVEBLOG_HEADER_TIMEOUT", 10.0, above=0.0, used_by=WEB,

@@ -21,6 +21,8 @@ COMMANDS = {
 BAD = [
     ("LIVEBLOG_SSE_HEARTBEAT", "0"),
     ("LIVEBLOG_SSE_HEARTBEAT", "nan"),
+    ("LIVEBLOG_SSE_SEND_TIMEOUT", "0"),
+    ("LIVEBLOG_SSE_SEND_TIMEOUT", "3601"),
     ("LIVEBLOG_PAGE_MAX_ENTRIES", "0"),
     ("LIVEBLOG_PAGE_ENDED_POLL", "0"),
     ("LIVEBLOG_STREAM_MAXLEN", "-5"),
@@ -85,6 +87,8 @@ def test_good_values_are_parsed_and_normalised() -> None:
         "LIVEBLOG_STREAM_MAXLEN": "",
     })
     assert settings.heartbeat_seconds == 0.5
+    assert settings.send_timeout_seconds == 10.0
+    assert Settings.from_env({"LIVEBLOG_SSE_SEND_TIMEOUT": "2.5"}).send_timeout_seconds == 2.5
     assert settings.allowed_networks == ("10.0.0.0/8", "::1/128")
     assert settings.retry_schedule == (0.0, 1.5)
     assert settings.redis_url == "unix:///tmp/x/redis.sock"

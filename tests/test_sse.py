@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from contextlib import AsyncExitStack
 
@@ -209,6 +210,35 @@ async def test_a_reader_that_does_not_read_is_cut_off_and_others_get_everything(
         assert received == posted
         cut_after = _metric(await http.get("/metrics"), "liveblog_sse_clients_cut_off_total")
         assert cut_after > cut_before
+        frozen_writer.close()
+
+
+async def test_a_reader_whose_connection_stays_full_is_cut_off_after_the_send_timeout(
+        service_factory, editor: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Fewer changes than the reader's buffer holds, so no overflow: what cuts the frozen reader off is
+    its connection staying full for LIVEBLOG_SSE_SEND_TIMEOUT (1 s here; the default is 10 s)."""
+    own = service_factory("serve", "--no-dispatcher", env={"LIVEBLOG_SSE_SEND_TIMEOUT": "1"})
+    async with httpx.AsyncClient(base_url=own.url) as http:
+        slug = f"frozen-{uuid.uuid4().hex[:8]}"
+        await http.post("/api/blogs", headers=admin(), json={"slug": slug, "title": "t"})
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: full at once
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", own.port))
+        _, frozen_writer = await asyncio.open_connection(sock=sock)
+        frozen_writer.write(f"GET /blogs/{slug}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await frozen_writer.drain()
+        frozen_writer.transport.pause_reading()  # and it never reads
+        cut_before = _metric(await http.get("/metrics"), "liveblog_sse_clients_cut_off_total")
+        big = "parola " * 7000
+        # ~6 MB in all: more than the kernel takes for a peer that does not read (its send buffer grows
+        # up to 4 MB), in fewer frames than the 256 a reader may fall behind.
+        for i in range(120):
+            await post(http, slug, editor, f"{i} {big}")
+        started = asyncio.get_running_loop().time()
+        while _metric(await http.get("/metrics"), "liveblog_sse_clients_cut_off_total") == cut_before:
+            assert asyncio.get_running_loop().time() - started < 8, "the frozen reader was not cut off"
+            await asyncio.sleep(0.1)
         frozen_writer.close()
 
 
