@@ -244,19 +244,21 @@ async def test_heartbeats_go_only_to_channels_that_published_nothing_for_the_int
     """A busy blog's readers get no heartbeat (each change is a sign of life, and a heartbeat pass over
     every reader would delay the change arriving meanwhile); a quiet blog's get one per interval."""
     log = MemoryChangeLog()
-    hub = Hub(log, Presenter("https://x.example"), heartbeat=0.3, send_timeout=3600)
+    hub = Hub(log, Presenter("https://x.example"), heartbeat=1.0, send_timeout=3600)
     await hub.start()
     try:
         busy, quiet = await hub.subscribe("busy", "UTC"), await hub.subscribe("quiet", "UTC")
-        for i in range(12):  # a change every 0.1 s for 1.2 s: four heartbeat intervals
+        # A change every 0.1 s for 3 s, three heartbeat intervals (a busy gap of a whole interval would
+        # take a 0.9 s stall of this event loop).
+        for i in range(30):
             log.append("busy", "note", f'"n{i}"')
             await asyncio.sleep(0.1)
-        await published(busy.channel, 12)
+        await published(busy.channel, 30)
         busy_frames, _ = busy.take(None) or (b"", None)
         quiet_frames, _ = quiet.take(None) or (b"", None)
-        assert busy_frames.count(b"id: ") == 12 and fanout.HEARTBEAT not in busy_frames
+        assert busy_frames.count(b"id: ") == 30 and fanout.HEARTBEAT not in busy_frames
         assert quiet_frames.count(fanout.HEARTBEAT) >= 2
-        await published(busy.channel, 13)  # and once the busy one falls quiet, it gets one too
+        await published(busy.channel, 31)  # and once the busy one falls quiet, it gets one too
         assert busy.take(None) == (fanout.HEARTBEAT, None)
     finally:
         await hub.stop()

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -231,15 +232,23 @@ async def test_a_reader_whose_connection_stays_full_is_cut_off_after_the_send_ti
         frozen_writer.transport.pause_reading()  # and it never reads
         cut_before = _metric(await http.get("/metrics"), "liveblog_sse_clients_cut_off_total")
         big = "parola " * 7000
-        # ~6 MB in all: more than the kernel takes for a peer that does not read (its send buffer grows
-        # up to 4 MB), in fewer frames than the 256 a reader may fall behind.
-        for i in range(120):
+        # More than the kernel takes for a peer that does not read (its send buffer grows up to the
+        # third figure of tcp_wmem, 4 MB by default) plus 1 MB, in fewer frames than the 256 a reader may
+        # fall behind.
+        for i in range(min(250, (_max_send_buffer() + 2**20) // len(big) + 1)):
             await post(http, slug, editor, f"{i} {big}")
         started = asyncio.get_running_loop().time()
         while _metric(await http.get("/metrics"), "liveblog_sse_clients_cut_off_total") == cut_before:
             assert asyncio.get_running_loop().time() - started < 8, "the frozen reader was not cut off"
             await asyncio.sleep(0.1)
         frozen_writer.close()
+
+
+def _max_send_buffer() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 * 2**20
 
 
 def _metric(response: httpx.Response, name: str) -> float:
