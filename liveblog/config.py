@@ -325,7 +325,7 @@ class Settings:
             client_buffer=_number(env, "LIVEBLOG_SSE_CLIENT_BUFFER", 256, minimum=1, used_by=WEB,
                                   doc="events queued per event-stream reader before it is cut off"),
             heartbeat_seconds=_number(env, "LIVEBLOG_SSE_HEARTBEAT", 15.0, above=0.0, maximum=3600.0, used_by=WEB,
-                                      doc="seconds of silence after which an event stream gets a heartbeat"),
+                                      doc="most seconds between heartbeats on an event stream"),
             send_timeout_seconds=_number(env, "LIVEBLOG_SSE_SEND_TIMEOUT", 10.0, above=0.0, maximum=3600.0,
                                          used_by=WEB, doc="seconds an event stream's connection may stay full "
                                          "(the reader stopped reading) before the reader is cut off"),

@@ -100,8 +100,8 @@ class Channel:
     (``backfill``, see ``Hub.resume``): a process taking over another's readers sees that first.
     """
 
-    __slots__ = ("checked", "checking", "filling", "first", "floor", "frames", "newest", "readers", "resync", "sent_at",
-                 "since", "slug", "timezone", "writing")
+    __slots__ = ("beat_at", "checked", "checking", "filling", "first", "floor", "frames", "newest", "readers",
+                 "resync", "since", "slug", "timezone", "writing")
 
     def __init__(self, slug: str, limit: int, timezone: str) -> None:
         self.slug = slug
@@ -117,14 +117,16 @@ class Channel:
         self.writing: set[Subscriber] = set()  # readers inside a write that blocked (connection not draining)
         self.floor: streamids.StreamId | None = None  # None until the hub knows where the channel began
         self.newest: streamids.StreamId | None = None
-        self.sent_at = time.monotonic()  # when the channel last published a frame (heartbeats go to quiet ones)
+        self.beat_at = time.monotonic()  # when its readers were last written a heartbeat (see Hub._housekeeping_loop)
 
     @property
     def end(self) -> int:
         """Position of the next frame to be published."""
         return self.first + len(self.frames)
 
-    def publish(self, sid: streamids.StreamId | None, frame: bytes) -> None:
+    def publish(self, sid: streamids.StreamId | None, frame: bytes, lead: bytes = b"") -> None:
+        """Append ``frame`` to the history and write it to every live reader, after ``lead`` (a
+        heartbeat riding along: written in the same chunk, not kept in the history)."""
         if self.resync and sid is not None:
             self.floor, self.since, self.resync = sid, self.end, False
         if len(self.frames) == self.frames.maxlen:
@@ -133,10 +135,9 @@ class Channel:
                 self.floor = dropped
             self.first += 1
         self.frames.append((sid, frame))
-        self.sent_at = time.monotonic()
         if sid is not None:
             self.newest = sid
-        chunk = chunked(frame)
+        chunk = chunked(lead + frame)
         for sub in tuple(self.readers):  # (a copy: a write never ends a stream at once, but be safe)
             if sub.sink is not None and not sub.sending:
                 if sub.skip_to is not None and sid is not None:
@@ -461,7 +462,8 @@ class Hub:
                             "resetting its readers", slug, number, last)
             if channel is not None:
                 data = self.presenter.change(change.type, change.data, channel.timezone)
-                self._publish(channel, streamids.parse(sid), encode_event(sid, change.type, data), rollback=rollback)
+                self._publish(channel, streamids.parse(sid), encode_event(sid, change.type, data), rollback=rollback,
+                              lead=self._heartbeat_lead(channel))
                 metrics.SSE_EVENTS_SENT.inc(len(channel.readers))
 
     def announce(self, slug: str, frame: bytes) -> None:
@@ -471,14 +473,23 @@ class Hub:
         if channel is not None:
             self._publish(channel, None, frame)
 
+    def _heartbeat_lead(self, channel: Channel) -> bytes:
+        """The heartbeat, to go out with a change, when the channel's last one is half an interval old;
+        else nothing (see :meth:`_housekeeping_loop`)."""
+        now = time.monotonic()
+        if now - channel.beat_at < self.heartbeat / 2:
+            return b""
+        channel.beat_at = now
+        return HEARTBEAT
+
     def _publish(self, channel: Channel, sid: streamids.StreamId | None, frame: bytes | None, *,
-                 rollback: bool = False) -> None:
+                 rollback: bool = False, lead: bytes = b"") -> None:
         """Publish (after a ``reset`` when the store lost changes), then cut off the stuck readers
         that the new frames left behind the history."""
         if rollback:
             channel.invalidate()
         if frame is not None:
-            channel.publish(sid, frame)
+            channel.publish(sid, frame, lead)
         if channel.writing:
             for sub in [s for s in channel.writing if s.cursor < channel.first]:
                 self.cut(sub, "overflow")
@@ -534,10 +545,12 @@ class Hub:
     async def _housekeeping_loop(self) -> None:
         """Heartbeats, send timeouts and the server's shutdown.
 
-        A heartbeat goes to every channel that has published nothing for ``heartbeat`` seconds. Only
-        to those: on a busy blog each change is the sign of life the heartbeat would be, and a pass
-        writing a heartbeat to every one of 10,000 readers takes as long as a change's (0.1-0.2 s),
-        which a change arriving meanwhile would wait for. A client
+        Every stream gets a heartbeat at least every ``heartbeat`` seconds (the contract's comment line
+        for proxies). On a blog with changes it rides along with a change, in the same write, once the
+        last one is half an interval old (:meth:`_heartbeat_lead`); only a channel that had none for
+        ``heartbeat`` seconds less one tick gets a pass of its own. A pass writing to every one of
+        10,000 readers takes as long as a change's fan-out (0.1-0.2 s), and a change arriving meanwhile
+        waited for it. A client
         that has not drained its connection for ``send_timeout`` seconds (it stopped reading and the
         buffers are full: a catch-up write has not returned, or a live connection stayed past its
         high-water mark) is cut off. And because
@@ -551,9 +564,10 @@ class Hub:
             if not self.closing and server_exiting():
                 self.close_all("shutdown")
             late = loop.time() - self.send_timeout
-            quiet = time.monotonic() - self.heartbeat  # (the channels' clock)
+            now = time.monotonic()  # (the channels' clock)
             for channel in tuple(self.channels.values()):
-                if channel.sent_at <= quiet:
+                if channel.beat_at <= now - (self.heartbeat - tick):
+                    channel.beat_at = now
                     self._publish(channel, None, HEARTBEAT)
                 for sub in [s for s in channel.writing if s.sending < late]:
                     self.cut(sub, "send timeout")

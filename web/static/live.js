@@ -4,8 +4,8 @@
  *   resumes from there, so nothing between render and connect is lost. EventSource resends
  *   Last-Event-ID by itself when it reconnects; when it gives up (HTTP error) we reconnect ourselves from
  *   the last ID seen. Entries are deduplicated by id + version, deletions leave a tombstone.
- * - A watchdog keeps the connection state honest: the server sends a `heartbeat` event whenever the
- *   stream has been silent for cfg.heartbeat seconds, so when nothing at all came for two of them the connection is dead (a
+ * - A watchdog keeps the connection state honest: the server sends a `heartbeat` event at least every
+ *   cfg.heartbeat seconds, so when nothing at all came for two of them the connection is dead (a
  *   half-open TCP connection never errors): show "reconnecting" and start a new stream from the last
  *   ID. The same check runs when a hidden tab becomes visible again (its timers may have been paused).
  * - An ended blog's page holds no stream; it asks for the blog every cfg.ended_poll seconds and comes
