@@ -4,7 +4,9 @@ on an in-memory change log (the real-server tests in test_sse.py cover them on R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -197,28 +199,37 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
 
-async def test_a_live_reader_whose_catch_up_went_past_the_hub_gets_each_change_once() -> None:
-    """A catch-up read from Redis can hold a change the hub has not published yet: once live, the
-    reader must not get that change a second time from the hub, and must get the next one."""
-    log = MemoryChangeLog()
-    hub = await started_hub(log)
+@contextlib.asynccontextmanager
+async def loopback_sink() -> AsyncIterator[tuple[_Connection, asyncio.StreamReader]]:
+    """A real loopback connection: its server side (the sink the hub writes to) and the client's reader."""
     connection = _Connection()
     connection.made = asyncio.Event()
     server = await asyncio.get_running_loop().create_server(lambda: connection, "127.0.0.1", 0)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
         await asyncio.wait_for(connection.made.wait(), 5)
-        sub = await hub.subscribe("b", "UTC")
-        ahead = log.append("b", "note", '"read by the catch-up"')
-        assert hub.go_live(sub, connection, streamids.parse(ahead.id))  # before the hub publishes it
-        await published(sub.channel, 1)
-        following = log.append("b", "note", '"next"')
-        await published(sub.channel, 2)
-        expected = chunked(encode_event(following.id, "note", '"next"'))
-        assert await asyncio.wait_for(reader.readexactly(len(expected)), 5) == expected
+        yield connection, reader
         writer.close()
     finally:
         server.close()
+
+
+async def test_a_live_reader_whose_catch_up_went_past_the_hub_gets_each_change_once() -> None:
+    """A catch-up read from Redis can hold a change the hub has not published yet: once live, the
+    reader must not get that change a second time from the hub, and must get the next one."""
+    log = MemoryChangeLog()
+    hub = await started_hub(log)
+    try:
+        async with loopback_sink() as (connection, reader):
+            sub = await hub.subscribe("b", "UTC")
+            ahead = log.append("b", "note", '"read by the catch-up"')
+            assert hub.go_live(sub, connection, streamids.parse(ahead.id))  # before the hub publishes it
+            await published(sub.channel, 1)
+            following = log.append("b", "note", '"next"')
+            await published(sub.channel, 2)
+            expected = chunked(encode_event(following.id, "note", '"next"'))
+            assert await asyncio.wait_for(reader.readexactly(len(expected)), 5) == expected
+    finally:
         await hub.stop()
 
 
@@ -259,22 +270,17 @@ async def test_a_busy_blogs_heartbeats_ride_along_with_its_changes_and_a_quiet_b
     log = MemoryChangeLog()
     hub = Hub(log, Presenter("https://x.example"), heartbeat=2.0, send_timeout=3600)
     await hub.start()
-    connection = _Connection()
-    connection.made = asyncio.Event()
-    server = await asyncio.get_running_loop().create_server(lambda: connection, "127.0.0.1", 0)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-        await asyncio.wait_for(connection.made.wait(), 5)
-        busy, quiet = await hub.subscribe("busy", "UTC"), await hub.subscribe("quiet", "UTC")
-        assert hub.go_live(busy, connection, None)
-        for i in range(40):  # a change every 0.1 s for 4 s: two intervals
-            log.append("busy", "note", f'"n{i}"')
-            await asyncio.sleep(0.1)
-        await published(busy.channel, 40)
-        received = b""
-        while received.count(b"id: ") < 40:
-            received += await asyncio.wait_for(reader.read(65536), 5)
-        writer.close()
+        async with loopback_sink() as (connection, reader):
+            busy, quiet = await hub.subscribe("busy", "UTC"), await hub.subscribe("quiet", "UTC")
+            assert hub.go_live(busy, connection, None)
+            for i in range(40):  # a change every 0.1 s for 4 s: two intervals
+                log.append("busy", "note", f'"n{i}"')
+                await asyncio.sleep(0.1)
+            await published(busy.channel, 40)
+            received = b""
+            while received.count(b"id: ") < 40:
+                received += await asyncio.wait_for(reader.read(65536), 5)
         chunks = dechunk(received)
         assert len(chunks) == 40  # one write per change: no heartbeat of its own
         beats = [n for n, chunk in enumerate(chunks) if chunk.startswith(fanout.HEARTBEAT)]
@@ -284,5 +290,4 @@ async def test_a_busy_blogs_heartbeats_ride_along_with_its_changes_and_a_quiet_b
         quiet_frames, _ = quiet.take(None) or (b"", None)
         assert quiet_frames.count(fanout.HEARTBEAT) >= 2  # (one pass about every 1.5 s)
     finally:
-        server.close()
         await hub.stop()
