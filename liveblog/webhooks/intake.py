@@ -126,15 +126,12 @@ class Intake:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # a stream or group vanished (deleted key, flushed DB): rejoin
+            except Exception as exc:  # whatever it is, the loop goes on (see log_failed_round)
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    # A stream or group vanished (deleted key, flushed DB): rejoin at once.
                     self.streams.clear()
                     self._index_checked = 0.0
                     continue
-                log.warning("webhook intake: Redis error %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # whatever it is, the loop goes on (see log_failed_round)
                 log_failed_round(log, "webhook intake", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

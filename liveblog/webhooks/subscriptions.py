@@ -6,9 +6,9 @@ included; it is never shown again after creation), the other fields are its stat
 updated by the workers' delivery script. Every change to configuration or state gives
 ``lb:wh:version`` a new value so workers reload their snapshot.
 
-The subscription's keys, the index ``lb:wh:subs`` and the counter live in different slots of a Redis
+The subscription's keys, the index ``lb:wh:subs`` and the version live in different slots of a Redis
 Cluster, so they are not changed in one transaction but in an order that is safe at every step:
-the counter is bumped last (a worker reloading sees the change complete), and a deletion removes the
+the version is changed last (a worker reloading sees the change complete), and a deletion removes the
 subscription's own keys first (the queue scripts then skip and clean it up at once).
 """
 
