@@ -222,7 +222,7 @@ def _spawn_server(binary: str, data_dir: Path) -> subprocess.Popen[bytes]:
         "--unixsocketperm", "700",
         "--dir", str(data_dir),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", "always",  # acknowledged means on disk (everysec may postpone a write, see README)
         "--save", "",
         "--daemonize", "no",
         "--logfile", str(data_dir / SERVER_LOG),
